@@ -1,0 +1,630 @@
+//! The keyed state backend of one operator subtask.
+
+use std::any::TypeId;
+use std::sync::Arc;
+
+use crate::error::{Result, StateError};
+use crate::key_group::{KeyGroup, KeyGroupRange};
+use crate::memory::{AnyTable, Table, NEVER};
+use crate::state::{
+    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey,
+    StateTtl, ValueState,
+};
+
+/// Which backend stores keyed state.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StateBackendKind {
+    /// Objects on the heap: fastest, bounded by memory.
+    #[default]
+    Memory,
+}
+
+struct Registered {
+    name: String,
+    type_id: TypeId,
+    ttl: Option<StateTtl>,
+    table: Box<dyn AnyTable>,
+}
+
+/// The keyed state of one operator subtask, for keys of type `K`.
+///
+/// States are registered by name and return typed handles; every access names the key group,
+/// the key and the namespace it is scoped to; operators compute the key group once per record
+/// and bind it with the key for the user's function.
+///
+/// ```
+/// use floe_checkpoints::{KeyedStateBackend, KeyGroupRange, StateBackendKind, assign_key_group};
+/// let mut backend: KeyedStateBackend<String> =
+///     KeyedStateBackend::new(StateBackendKind::Memory, 128, KeyGroupRange::for_subtask(128, 1, 0));
+/// let count = backend.value_state::<u64, ()>("count", None).unwrap();
+/// let key = "alice".to_string();
+/// let kg = assign_key_group(&key, 128);
+/// backend.value_set(&count, kg, &key, &(), 5).unwrap();
+/// assert_eq!(backend.value_get(&count, kg, &key, &()).unwrap(), Some(5));
+/// ```
+pub struct KeyedStateBackend<K> {
+    kind: StateBackendKind,
+    max_parallelism: u16,
+    range: KeyGroupRange,
+    now: i64,
+    next_purge: i64,
+    states: Vec<Registered>,
+    _key: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K: StateKey> KeyedStateBackend<K> {
+    /// A backend for the key groups in `range`.
+    pub fn new(kind: StateBackendKind, max_parallelism: u16, range: KeyGroupRange) -> Self {
+        KeyedStateBackend {
+            kind,
+            max_parallelism,
+            range,
+            now: 0,
+            next_purge: NEVER,
+            states: Vec::new(),
+            _key: std::marker::PhantomData,
+        }
+    }
+
+    /// The backend kind.
+    pub fn kind(&self) -> &StateBackendKind {
+        &self.kind
+    }
+
+    /// The number of key groups in the job.
+    pub fn max_parallelism(&self) -> u16 {
+        self.max_parallelism
+    }
+
+    /// The key groups this backend holds.
+    pub fn key_group_range(&self) -> KeyGroupRange {
+        self.range
+    }
+
+    /// Sets the processing time (ms) that TTL is measured against; purges expired entries
+    /// once per shortest TTL so keys that are never read again do not leak.
+    pub fn set_processing_time(&mut self, now: i64) {
+        self.now = now;
+        if now >= self.next_purge {
+            let now = self.now;
+            for s in &mut self.states {
+                if s.ttl.is_some() {
+                    s.table.purge_expired(now);
+                }
+            }
+            self.next_purge = self.min_ttl().map_or(NEVER, |t| now.saturating_add(t));
+        }
+    }
+
+    fn min_ttl(&self) -> Option<i64> {
+        self.states
+            .iter()
+            .filter_map(|s| s.ttl.map(|t| t.millis()))
+            .min()
+    }
+
+    /// Number of entries stored across all states (expired ones not yet purged included).
+    pub fn len(&self) -> usize {
+        self.states.iter().map(|s| s.table.len()).sum()
+    }
+
+    /// Whether no state holds any entry.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn register<N: StateKey, S: Send + 'static>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+    ) -> Result<usize> {
+        let type_id = TypeId::of::<Table<K, N, S>>();
+        if let Some(i) = self.states.iter().position(|s| s.name == name) {
+            if self.states[i].type_id != type_id {
+                return Err(StateError::TypeMismatch {
+                    name: name.to_string(),
+                });
+            }
+            return Ok(i);
+        }
+        self.states.push(Registered {
+            name: name.to_string(),
+            type_id,
+            ttl,
+            table: Box::new(Table::<K, N, S>::new(self.range)),
+        });
+        if let Some(t) = ttl {
+            self.next_purge = self.next_purge.min(self.now.saturating_add(t.millis()));
+        }
+        Ok(self.states.len() - 1)
+    }
+
+    fn table<N: StateKey, S: Send + 'static>(
+        &mut self,
+        id: usize,
+    ) -> Result<(&mut Table<K, N, S>, i64, Option<i64>)> {
+        let now = self.now;
+        let s = self
+            .states
+            .get_mut(id)
+            .ok_or(StateError::UnknownHandle(id))?;
+        let ttl = s.ttl.map(|t| t.millis());
+        let t = s
+            .table
+            .as_any_mut()
+            .downcast_mut::<Table<K, N, S>>()
+            .ok_or(StateError::UnknownHandle(id))?;
+        Ok((t, now, ttl))
+    }
+
+    fn check(&self, kg: KeyGroup) -> Result<()> {
+        if self.range.contains(kg) {
+            Ok(())
+        } else {
+            Err(StateError::ForeignKeyGroup {
+                key_group: kg,
+                range: self.range.to_string(),
+            })
+        }
+    }
+
+    // ---- registration ----
+
+    /// Registers (or finds) a value state.
+    pub fn value_state<V: StateData, N: StateKey>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+    ) -> Result<ValueState<V, N>> {
+        Ok(ValueState::new(self.register::<N, V>(name, ttl)?))
+    }
+
+    /// Registers (or finds) a list state.
+    pub fn list_state<V: StateData, N: StateKey>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+    ) -> Result<ListState<V, N>> {
+        Ok(ListState::new(self.register::<N, Vec<V>>(name, ttl)?))
+    }
+
+    /// Registers (or finds) a map state.
+    pub fn map_state<UK: StateKey, UV: StateData, N: StateKey>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+    ) -> Result<MapState<UK, UV, N>> {
+        Ok(MapState::new(
+            self.register::<N, hashbrown::HashMap<UK, UV>>(name, ttl)?,
+        ))
+    }
+
+    /// Registers (or finds) a reducing state folding values with `reduce`.
+    pub fn reducing_state<V: StateData, N: StateKey>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+        reduce: impl Fn(&V, &V) -> V + Send + Sync + 'static,
+    ) -> Result<ReducingState<V, N>> {
+        Ok(ReducingState::new(
+            self.register::<N, V>(name, ttl)?,
+            Arc::new(reduce),
+        ))
+    }
+
+    /// Registers (or finds) an aggregating state applying `function`.
+    pub fn aggregating_state<T, F: AggregateFunction<T>, N: StateKey>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+        function: Arc<F>,
+    ) -> Result<AggregatingState<T, F, N>> {
+        Ok(AggregatingState::new(
+            self.register::<N, F::Acc>(name, ttl)?,
+            function,
+        ))
+    }
+
+    // ---- value ----
+
+    /// The value of `key` in `ns`, if any.
+    pub fn value_get<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ValueState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, V>(h.id)?;
+        Ok(t.get_mut(kg, key, ns, now).map(|e| e.value.clone()))
+    }
+
+    /// Sets the value of `key` in `ns`.
+    pub fn value_set<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ValueState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, V>(h.id)?;
+        let e = t.get_or_insert_with(kg, key, ns, now, || v.clone());
+        e.value = v;
+        e.expires_at = expiry(now, ttl);
+        Ok(())
+    }
+
+    /// Applies `f` to the value of `key` in `ns` in place, creating it with `init` if absent.
+    pub fn value_update<V: StateData, N: StateKey, R>(
+        &mut self,
+        h: &ValueState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        init: impl FnOnce() -> V,
+        f: impl FnOnce(&mut V) -> R,
+    ) -> Result<R> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, V>(h.id)?;
+        let e = t.get_or_insert_with(kg, key, ns, now, init);
+        e.expires_at = expiry(now, ttl);
+        Ok(f(&mut e.value))
+    }
+
+    // ---- list ----
+
+    /// Appends `v` to the list of `key` in `ns`.
+    pub fn list_add<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ListState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
+        let e = t.get_or_insert_with(kg, key, ns, now, Vec::new);
+        e.value.push(v);
+        e.expires_at = expiry(now, ttl);
+        Ok(())
+    }
+
+    /// The list of `key` in `ns` (empty if none).
+    pub fn list_get<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ListState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<Vec<V>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, Vec<V>>(h.id)?;
+        Ok(t.get_mut(kg, key, ns, now)
+            .map(|e| e.value.clone())
+            .unwrap_or_default())
+    }
+
+    /// Replaces the list of `key` in `ns` (an empty list clears it).
+    pub fn list_replace<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ListState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        vs: Vec<V>,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
+        if vs.is_empty() {
+            t.remove(kg, key, ns, now);
+            return Ok(());
+        }
+        let e = t.get_or_insert_with(kg, key, ns, now, Vec::new);
+        e.value = vs;
+        e.expires_at = expiry(now, ttl);
+        Ok(())
+    }
+
+    // ---- map ----
+
+    /// The value under user key `uk` in the map of `key` in `ns`.
+    pub fn map_get<UK: StateKey, UV: StateData, N: StateKey>(
+        &mut self,
+        h: &MapState<UK, UV, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        uk: &UK,
+    ) -> Result<Option<UV>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
+        Ok(t.get_mut(kg, key, ns, now)
+            .and_then(|e| e.value.get(uk).cloned()))
+    }
+
+    /// Puts `uv` under `uk` in the map of `key` in `ns`.
+    pub fn map_put<UK: StateKey, UV: StateData, N: StateKey>(
+        &mut self,
+        h: &MapState<UK, UV, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        uk: UK,
+        uv: UV,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
+        let e = t.get_or_insert_with(kg, key, ns, now, hashbrown::HashMap::new);
+        e.value.insert(uk, uv);
+        e.expires_at = expiry(now, ttl);
+        Ok(())
+    }
+
+    /// Removes `uk` from the map of `key` in `ns`, returning its value.
+    pub fn map_remove<UK: StateKey, UV: StateData, N: StateKey>(
+        &mut self,
+        h: &MapState<UK, UV, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        uk: &UK,
+    ) -> Result<Option<UV>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
+        let Some(e) = t.get_mut(kg, key, ns, now) else {
+            return Ok(None);
+        };
+        let old = e.value.remove(uk);
+        if e.value.is_empty() {
+            t.remove(kg, key, ns, now);
+        }
+        Ok(old)
+    }
+
+    /// All entries of the map of `key` in `ns`, in no particular order.
+    pub fn map_entries<UK: StateKey, UV: StateData, N: StateKey>(
+        &mut self,
+        h: &MapState<UK, UV, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<Vec<(UK, UV)>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
+        Ok(t.get_mut(kg, key, ns, now)
+            .map(|e| {
+                e.value
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect()
+            })
+            .unwrap_or_default())
+    }
+
+    // ---- reducing ----
+
+    /// Folds `v` into the reducing state of `key` in `ns`.
+    pub fn reducing_add<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ReducingState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        v: V,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, V>(h.id)?;
+        match t.get_mut(kg, key, ns, now) {
+            Some(e) => {
+                e.value = (h.reduce)(&e.value, &v);
+                e.expires_at = expiry(now, ttl);
+            }
+            None => t.get_or_insert_with(kg, key, ns, now, || v).expires_at = expiry(now, ttl),
+        }
+        Ok(())
+    }
+
+    /// The reduced value of `key` in `ns`.
+    pub fn reducing_get<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ReducingState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<Option<V>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, V>(h.id)?;
+        Ok(t.get_mut(kg, key, ns, now).map(|e| e.value.clone()))
+    }
+
+    // ---- aggregating ----
+
+    /// Adds `v` to the accumulator of `key` in `ns`; returns whether the accumulator was new.
+    pub fn aggregating_add<T, F: AggregateFunction<T>, N: StateKey>(
+        &mut self,
+        h: &AggregatingState<T, F, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        v: &T,
+    ) -> Result<bool> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, F::Acc>(h.id)?;
+        let mut created = false;
+        let e = t.get_or_insert_with(kg, key, ns, now, || {
+            created = true;
+            h.function.create_accumulator()
+        });
+        h.function.add(v, &mut e.value);
+        e.expires_at = expiry(now, ttl);
+        Ok(created)
+    }
+
+    /// The result of the accumulator of `key` in `ns`, if there is one.
+    pub fn aggregating_get<T, F: AggregateFunction<T>, N: StateKey>(
+        &mut self,
+        h: &AggregatingState<T, F, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<Option<F::Out>> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, F::Acc>(h.id)?;
+        Ok(t.get_mut(kg, key, ns, now)
+            .map(|e| h.function.get_result(&e.value)))
+    }
+
+    /// Merges the accumulators of `sources` into `target` (session windows merging).
+    pub fn aggregating_merge<T, F: AggregateFunction<T>, N: StateKey>(
+        &mut self,
+        h: &AggregatingState<T, F, N>,
+        kg: KeyGroup,
+        key: &K,
+        sources: &[N],
+        target: &N,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, F::Acc>(h.id)?;
+        let mut merged: Option<F::Acc> = None;
+        for ns in sources {
+            if ns == target {
+                continue;
+            }
+            if let Some(acc) = t.remove(kg, key, ns, now) {
+                match merged.as_mut() {
+                    None => merged = Some(acc),
+                    Some(m) => h.function.merge(m, acc),
+                }
+            }
+        }
+        if let Some(acc) = merged {
+            let e = t.get_or_insert_with(kg, key, target, now, || h.function.create_accumulator());
+            h.function.merge(&mut e.value, acc);
+            e.expires_at = expiry(now, ttl);
+        }
+        Ok(())
+    }
+
+    /// Appends the lists of `sources` to the list of `target` (session windows merging).
+    pub fn list_merge<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ListState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        sources: &[N],
+        target: &N,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
+        let mut moved = Vec::new();
+        for ns in sources.iter().filter(|ns| *ns != target) {
+            if let Some(mut vs) = t.remove(kg, key, ns, now) {
+                moved.append(&mut vs);
+            }
+        }
+        if !moved.is_empty() {
+            let e = t.get_or_insert_with(kg, key, target, now, Vec::new);
+            e.value.append(&mut moved);
+            e.expires_at = expiry(now, ttl);
+        }
+        Ok(())
+    }
+
+    // ---- any state ----
+
+    /// Removes the entry of `key` in `ns` from the state with handle id `id`.
+    fn clear_id<N: StateKey, S: Send + 'static>(
+        &mut self,
+        id: usize,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<()> {
+        self.check(kg)?;
+        let (t, now, _) = self.table::<N, S>(id)?;
+        t.remove(kg, key, ns, now);
+        Ok(())
+    }
+
+    /// Clears a value state for `key` in `ns`.
+    pub fn value_clear<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ValueState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<()> {
+        self.clear_id::<N, V>(h.id, kg, key, ns)
+    }
+
+    /// Clears a list state for `key` in `ns`.
+    pub fn list_clear<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ListState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<()> {
+        self.clear_id::<N, Vec<V>>(h.id, kg, key, ns)
+    }
+
+    /// Clears a map state for `key` in `ns`.
+    pub fn map_clear<UK: StateKey, UV: StateData, N: StateKey>(
+        &mut self,
+        h: &MapState<UK, UV, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<()> {
+        self.clear_id::<N, hashbrown::HashMap<UK, UV>>(h.id, kg, key, ns)
+    }
+
+    /// Clears a reducing state for `key` in `ns`.
+    pub fn reducing_clear<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ReducingState<V, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<()> {
+        self.clear_id::<N, V>(h.id, kg, key, ns)
+    }
+
+    /// Clears an aggregating state for `key` in `ns`.
+    pub fn aggregating_clear<T, F: AggregateFunction<T>, N: StateKey>(
+        &mut self,
+        h: &AggregatingState<T, F, N>,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+    ) -> Result<()> {
+        self.clear_id::<N, F::Acc>(h.id, kg, key, ns)
+    }
+
+    /// Every `(key, namespace)` with a live value in a value state, with the value, for the
+    /// key groups of this backend (used by operators that scan their state, e.g. on restore).
+    pub fn value_entries<V: StateData, N: StateKey>(
+        &mut self,
+        h: &ValueState<V, N>,
+    ) -> Result<Vec<(K, N, V)>> {
+        let range = self.range;
+        let (t, now, _) = self.table::<N, V>(h.id)?;
+        let mut out = Vec::new();
+        for kg in range.start..range.end {
+            out.extend(
+                t.iter_group(kg, now)
+                    .map(|(k, n, v)| (k.clone(), n.clone(), v.clone())),
+            );
+        }
+        Ok(out)
+    }
+}
+
+fn expiry(now: i64, ttl: Option<i64>) -> i64 {
+    ttl.map_or(NEVER, |t| now.saturating_add(t))
+}

@@ -1,0 +1,26 @@
+use thiserror::Error;
+
+/// Errors raised by keyed state and its backends.
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// Two states were registered under one name with different types.
+    #[error("state `{name}` is already registered with another type")]
+    TypeMismatch {
+        /// Name of the state.
+        name: String,
+    },
+    /// A key was used that belongs to a key group this subtask does not own.
+    #[error("key group {key_group} is outside this subtask's range {range}")]
+    ForeignKeyGroup {
+        /// The key group of the key.
+        key_group: u16,
+        /// The range this backend owns.
+        range: String,
+    },
+    /// A handle was used with a backend that did not create it.
+    #[error("state handle #{0} does not belong to this backend")]
+    UnknownHandle(usize),
+}
+
+/// Result alias for this crate.
+pub type Result<T, E = StateError> = std::result::Result<T, E>;

@@ -1,0 +1,23 @@
+//! Floe's keyed state: key groups, the keyed-state API (value, list, map, reducing and
+//! aggregating state with optional TTL) and the state backends that store it.
+//!
+//! This crate depends on no other Floe crate: the runtime drives it. Operators see state only
+//! through [`KeyedStateBackend`] and typed handles such as [`ValueState`]; which backend stores
+//! the bytes (in memory now, RocksDB later) is chosen by configuration, not by operator code.
+
+mod backend;
+mod error;
+mod key_group;
+mod memory;
+mod state;
+
+pub use backend::{KeyedStateBackend, StateBackendKind};
+pub use error::{Result, StateError};
+pub use key_group::{
+    assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange,
+    DEFAULT_MAX_PARALLELISM,
+};
+pub use state::{
+    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey,
+    StateTtl, ValueState, VoidNamespace,
+};

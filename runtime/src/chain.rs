@@ -1,0 +1,224 @@
+//! Operator chains: operators of one task that call each other directly, with no channel.
+
+use crate::element::{Batch, CheckpointBarrier, Message, Timestamp};
+use crate::error::{Result, RuntimeError};
+use crate::operator::{Operator, OperatorContext, Output};
+use crate::route::EdgeWriter;
+
+/// Where one operator's output goes: the next chained operator and/or edge writers.
+#[derive(Default)]
+pub(crate) struct LinkOutput {
+    pub(crate) next: Option<Box<Link>>,
+    pub(crate) main: Vec<Box<dyn EdgeWriter>>,
+    pub(crate) side: Vec<(u64, Vec<Box<dyn EdgeWriter>>)>,
+}
+
+fn fan_out(writers: &mut [Box<dyn EdgeWriter>], batch: Batch) -> Result<()> {
+    if let Some((last, rest)) = writers.split_last_mut() {
+        for w in rest {
+            w.write(batch.clone_batch())?;
+        }
+        last.write(batch)?;
+    }
+    Ok(())
+}
+
+impl LinkOutput {
+    fn writers(&mut self) -> impl Iterator<Item = &mut Box<dyn EdgeWriter>> {
+        self.main
+            .iter_mut()
+            .chain(self.side.iter_mut().flat_map(|(_, ws)| ws.iter_mut()))
+    }
+
+    /// Sends a control message on every edge of this link (not the chained successor).
+    pub(crate) fn broadcast(&mut self, make: &dyn Fn() -> Message) -> Result<()> {
+        for w in self.writers() {
+            w.broadcast(make)?;
+        }
+        Ok(())
+    }
+
+    /// Flushes the edges of this link and of every chained successor.
+    pub(crate) fn flush(&mut self) -> Result<()> {
+        for w in self.writers() {
+            w.flush()?;
+        }
+        if let Some(next) = &mut self.next {
+            next.out.flush()?;
+        }
+        Ok(())
+    }
+
+    /// Processing time reached `now`: wake the chained successors that asked for it.
+    pub(crate) fn on_processing_time(&mut self, now: Timestamp) -> Result<()> {
+        match &mut self.next {
+            Some(next) => next.on_processing_time(now),
+            None => Ok(()),
+        }
+    }
+
+    /// The earliest wakeup any chained successor asked for.
+    pub(crate) fn next_wakeup(&self) -> Option<Timestamp> {
+        self.next.as_ref().and_then(|n| n.next_wakeup())
+    }
+
+    /// Snapshots the chained successors and forwards the barrier on every edge.
+    pub(crate) fn on_barrier(&mut self, barrier: &CheckpointBarrier) -> Result<()> {
+        let b = *barrier;
+        self.broadcast(&move || Message::Barrier(b))?;
+        match &mut self.next {
+            Some(next) => next.on_barrier(barrier),
+            None => Ok(()),
+        }
+    }
+
+    /// End of input: finish the chained successors, then end every edge.
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        if let Some(next) = &mut self.next {
+            next.finish()?;
+        }
+        self.broadcast(&|| Message::EndOfStream)
+    }
+}
+
+impl Output for LinkOutput {
+    fn emit(&mut self, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match &mut self.next {
+            Some(next) => next.process(0, batch),
+            None => fan_out(&mut self.main, batch),
+        }
+    }
+
+    fn emit_side(&mut self, tag: u64, batch: Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        match self.side.iter_mut().find(|(t, _)| *t == tag) {
+            Some((_, ws)) => fan_out(ws, batch),
+            // A side output nobody consumes: the DSL logs what it drops where that matters.
+            None => Ok(()),
+        }
+    }
+
+    fn emit_watermark(&mut self, wm: Timestamp) -> Result<()> {
+        self.broadcast(&move || Message::Watermark(wm))?;
+        match &mut self.next {
+            Some(next) => next.on_watermark(wm),
+            None => Ok(()),
+        }
+    }
+
+    fn emit_idle(&mut self) -> Result<()> {
+        self.broadcast(&|| Message::Idle)?;
+        match &mut self.next {
+            Some(next) => next.on_idle(),
+            None => Ok(()),
+        }
+    }
+}
+
+/// One operator of a chain, with its context and its output.
+pub(crate) struct Link {
+    pub(crate) op: Box<dyn Operator>,
+    pub(crate) ctx: OperatorContext,
+    pub(crate) out: LinkOutput,
+}
+
+/// Names the operator and subtask in an error, unless an inner link already did.
+pub(crate) fn attribute(ctx: &OperatorContext, e: RuntimeError) -> RuntimeError {
+    match e {
+        e @ RuntimeError::Task { .. } => e,
+        e @ RuntimeError::Cancelled => e,
+        e => {
+            let info = ctx.info();
+            RuntimeError::Task {
+                operator: info.operator_name.clone(),
+                subtask: info.subtask_index + 1,
+                parallelism: info.parallelism,
+                source: Box::new(e),
+            }
+        }
+    }
+}
+
+/// Runs an operator call, turning an error or a panic into one that names the operator.
+pub(crate) fn guarded<R>(
+    ctx: &mut OperatorContext,
+    f: impl FnOnce(&mut OperatorContext) -> Result<R>,
+) -> Result<R> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx))) {
+        Ok(r) => r.map_err(|e| attribute(ctx, e)),
+        Err(payload) => Err(attribute(
+            ctx,
+            RuntimeError::Panic(panic_message(payload.as_ref())),
+        )),
+    }
+}
+
+/// The text of a panic payload.
+pub(crate) fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".to_string())
+}
+
+impl Link {
+    pub(crate) fn open(&mut self) -> Result<()> {
+        let op = &mut self.op;
+        guarded(&mut self.ctx, |ctx| op.open(ctx))?;
+        match &mut self.out.next {
+            Some(next) => next.open(),
+            None => Ok(()),
+        }
+    }
+
+    pub(crate) fn process(&mut self, input: usize, batch: Batch) -> Result<()> {
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| {
+            op.process_batch(input, batch, ctx, out)
+        })
+    }
+
+    pub(crate) fn on_watermark(&mut self, wm: Timestamp) -> Result<()> {
+        self.ctx.set_watermark(wm);
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| op.on_watermark(wm, ctx, out))
+    }
+
+    pub(crate) fn on_idle(&mut self) -> Result<()> {
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| op.on_idle(ctx, out))
+    }
+
+    pub(crate) fn on_processing_time(&mut self, now: Timestamp) -> Result<()> {
+        if self.ctx.take_due_wakeup(now) {
+            let (op, out) = (&mut self.op, &mut self.out);
+            guarded(&mut self.ctx, |ctx| op.on_processing_time(now, ctx, out))?;
+        }
+        self.out.on_processing_time(now)
+    }
+
+    pub(crate) fn next_wakeup(&self) -> Option<Timestamp> {
+        match (self.ctx.next_wakeup(), self.out.next_wakeup()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    pub(crate) fn on_barrier(&mut self, barrier: &CheckpointBarrier) -> Result<()> {
+        let op = &mut self.op;
+        guarded(&mut self.ctx, |ctx| op.snapshot_state(barrier, ctx))?;
+        self.out.on_barrier(barrier)
+    }
+
+    pub(crate) fn finish(&mut self) -> Result<()> {
+        let (op, out) = (&mut self.op, &mut self.out);
+        guarded(&mut self.ctx, |ctx| op.finish(ctx, out))?;
+        self.out.finish()
+    }
+}

@@ -1,0 +1,357 @@
+//! Turns a job graph into running tasks: chaining, channels, threads, failure handling.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{bounded, Sender};
+use floe_checkpoints::{KeyGroupRange, StateBackendKind, DEFAULT_MAX_PARALLELISM};
+use tracing::{info, info_span, warn};
+
+use crate::chain::{panic_message, Link, LinkOutput};
+use crate::element::{CheckpointBarrier, Message};
+use crate::error::{Result, RuntimeError};
+use crate::graph::{JobGraph, NodeId, NodeKind, OutputSlot, ShipStrategy};
+use crate::operator::{OperatorContext, TaskInfo};
+use crate::route::EdgeWriter;
+use crate::task::{Control, InputChannel, OperatorTask, SourceTask};
+use crate::time::{Clock, SystemClock};
+
+/// How a job is executed.
+#[derive(Clone, Debug)]
+pub struct ExecutionConfig {
+    /// Records per batch between tasks.
+    pub batch_size: usize,
+    /// Batches a channel holds before its producer waits (backpressure).
+    pub channel_capacity: usize,
+    /// Whether operators on forward edges of equal parallelism call each other directly.
+    pub chaining: bool,
+    /// Number of key groups.
+    pub max_parallelism: u16,
+    /// Backend of keyed state.
+    pub state_backend: StateBackendKind,
+    /// Processing time.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ExecutionConfig {
+    fn default() -> Self {
+        ExecutionConfig {
+            batch_size: 1024,
+            channel_capacity: 8,
+            chaining: true,
+            max_parallelism: DEFAULT_MAX_PARALLELISM,
+            state_backend: StateBackendKind::Memory,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+/// What a finished job reports.
+#[derive(Clone, Debug)]
+pub struct JobResult {
+    /// Name of the job.
+    pub job_name: String,
+    /// Wall time from start to the end of the last task.
+    pub duration: Duration,
+    /// Number of tasks (threads) the job ran.
+    pub tasks: usize,
+}
+
+/// A running job.
+pub struct JobHandle {
+    name: String,
+    started: Instant,
+    threads: Vec<(String, JoinHandle<Result<()>>)>,
+    controls: Vec<Sender<Control>>,
+    cancel: Arc<AtomicBool>,
+    next_checkpoint: AtomicU64,
+    clock: Arc<dyn Clock>,
+}
+
+impl JobHandle {
+    /// Injects checkpoint barrier `n` at every source; returns `n`. Barriers flow through the
+    /// graph in band and are aligned at every operator with several inputs.
+    pub fn trigger_checkpoint(&self) -> u64 {
+        let id = self.next_checkpoint.fetch_add(1, Ordering::SeqCst);
+        let barrier = CheckpointBarrier {
+            id,
+            timestamp: self.clock.now(),
+            is_savepoint: false,
+        };
+        for c in &self.controls {
+            // A source that already finished has dropped its receiver: nothing to do there.
+            let _ = c.send(Control::Barrier(barrier));
+        }
+        id
+    }
+
+    /// Stops the sources as if their input had ended: windows fire, sinks flush, the job
+    /// finishes normally.
+    pub fn stop(&self) {
+        for c in &self.controls {
+            let _ = c.send(Control::Stop);
+        }
+    }
+
+    /// Cancels every task; [`join`](Self::join) then reports [`RuntimeError::Cancelled`].
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Waits for the job to end; the error, if any, is the first failure (the root cause),
+    /// not the cancellations it caused in other tasks.
+    pub fn join(self) -> Result<JobResult> {
+        let mut root: Option<RuntimeError> = None;
+        let mut cancelled = false;
+        let tasks = self.threads.len();
+        for (name, t) in self.threads {
+            let r = t.join().unwrap_or_else(|p| {
+                Err(RuntimeError::Panic(format!(
+                    "task {name}: {}",
+                    panic_message(p.as_ref())
+                )))
+            });
+            match r {
+                Ok(()) => {}
+                Err(e) if e.is_cancellation() => cancelled = true,
+                Err(e) => {
+                    if root.is_none() {
+                        root = Some(e);
+                    }
+                }
+            }
+        }
+        if let Some(e) = root {
+            return Err(e);
+        }
+        if cancelled {
+            return Err(RuntimeError::Cancelled);
+        }
+        let duration = self.started.elapsed();
+        info!(job = %self.name, ?duration, "job finished");
+        Ok(JobResult {
+            job_name: self.name,
+            duration,
+            tasks,
+        })
+    }
+}
+
+/// Runs `graph` to completion.
+pub fn execute(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobResult> {
+    spawn(graph, config)?.join()
+}
+
+/// Which node each node is chained to (its predecessor in the same task), if any.
+fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Option<NodeId>> {
+    graph
+        .nodes
+        .iter()
+        .map(|n| {
+            if !config.chaining || !n.chainable || matches!(n.kind, NodeKind::Source(_)) {
+                return None;
+            }
+            let mut ins = graph.inputs_of(n.id);
+            let e = ins.next()?;
+            if ins.next().is_some() || e.ship != ShipStrategy::Forward || e.slot != OutputSlot::Main
+            {
+                return None;
+            }
+            let up = &graph.nodes[e.from];
+            let consumers = graph
+                .outputs_of(up.id)
+                .filter(|o| o.slot == OutputSlot::Main)
+                .count();
+            (up.parallelism == n.parallelism && consumers == 1).then_some(up.id)
+        })
+        .collect()
+}
+
+/// Starts `graph` and returns a handle to the running job.
+pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
+    graph.validate()?;
+    if config.max_parallelism == 0 {
+        return Err(RuntimeError::InvalidGraph(
+            "max parallelism must be at least 1".into(),
+        ));
+    }
+    if let Some(n) = graph
+        .nodes
+        .iter()
+        .find(|n| n.parallelism > usize::from(config.max_parallelism))
+    {
+        return Err(RuntimeError::InvalidGraph(format!(
+            "operator `{}` has parallelism {} above the max parallelism {}: raise max parallelism or lower parallelism",
+            n.name, n.parallelism, config.max_parallelism
+        )));
+    }
+    let pred = chained_predecessors(graph, config);
+    let mut successor: Vec<Option<NodeId>> = vec![None; graph.nodes.len()];
+    for (n, p) in pred.iter().enumerate() {
+        if let Some(p) = p {
+            successor[*p] = Some(n);
+        }
+    }
+
+    // Channels of every edge that is not chained: senders by (edge, upstream subtask),
+    // receivers by (downstream node, downstream subtask).
+    let mut senders: HashMap<(usize, usize), Vec<Sender<Message>>> = HashMap::new();
+    let mut receivers: HashMap<(NodeId, usize), Vec<InputChannel>> = HashMap::new();
+    for (ei, e) in graph.edges.iter().enumerate() {
+        if pred[e.to] == Some(e.from) && e.slot == OutputSlot::Main {
+            continue;
+        }
+        let (pu, pd) = (
+            graph.nodes[e.from].parallelism,
+            graph.nodes[e.to].parallelism,
+        );
+        for i in 0..pu {
+            let targets: Vec<usize> = if e.ship == ShipStrategy::Forward {
+                vec![i]
+            } else {
+                (0..pd).collect()
+            };
+            for j in targets {
+                let (tx, rx) = bounded(config.channel_capacity.max(1));
+                senders.entry((ei, i)).or_default().push(tx);
+                receivers
+                    .entry((e.to, j))
+                    .or_default()
+                    .push(InputChannel { rx, input: e.input });
+            }
+        }
+    }
+
+    let cancel = Arc::new(AtomicBool::new(false));
+    let mut handle = JobHandle {
+        name: graph.name.clone(),
+        started: Instant::now(),
+        threads: Vec::new(),
+        controls: Vec::new(),
+        cancel: cancel.clone(),
+        next_checkpoint: AtomicU64::new(1),
+        clock: config.clock.clone(),
+    };
+
+    let info_for = |node: NodeId, i: usize| {
+        let n = &graph.nodes[node];
+        TaskInfo {
+            job_name: graph.name.clone(),
+            operator_name: n.name.clone(),
+            subtask_index: i,
+            parallelism: n.parallelism,
+            max_parallelism: config.max_parallelism,
+            key_group_range: KeyGroupRange::for_subtask(config.max_parallelism, n.parallelism, i),
+            state_backend: config.state_backend.clone(),
+            batch_size: config.batch_size,
+        }
+    };
+
+    // The output of `node` at subtask `i`: its chained successor or its edge writers.
+    let mut build_output = |node: NodeId, i: usize, next: Option<Box<Link>>| -> LinkOutput {
+        let mut out = LinkOutput {
+            next,
+            ..Default::default()
+        };
+        for (ei, e) in graph.edges.iter().enumerate() {
+            if e.from != node {
+                continue;
+            }
+            let Some(tx) = senders.remove(&(ei, i)) else {
+                continue;
+            };
+            let w: Box<dyn EdgeWriter> = e.writer.create(tx, i, config.batch_size);
+            match e.slot {
+                OutputSlot::Main => out.main.push(w),
+                OutputSlot::Side(tag) => match out.side.iter_mut().find(|(t, _)| *t == tag) {
+                    Some((_, ws)) => ws.push(w),
+                    None => out.side.push((tag, vec![w])),
+                },
+            }
+        }
+        out
+    };
+
+    for head in graph.nodes.iter().filter(|n| pred[n.id].is_none()) {
+        let mut chain = vec![head.id];
+        while let Some(s) = successor[*chain.last().unwrap_or(&head.id)] {
+            chain.push(s);
+        }
+        let chain_name = chain
+            .iter()
+            .map(|&n| graph.nodes[n].name.as_str())
+            .collect::<Vec<_>>()
+            .join(" -> ");
+        for i in 0..head.parallelism {
+            // Build the chain from its tail so each link owns its successor.
+            let mut next: Option<Box<Link>> = None;
+            for &node in chain.iter().skip(1).rev() {
+                let info = info_for(node, i);
+                let NodeKind::Operator(factory) = &graph.nodes[node].kind else {
+                    return Err(RuntimeError::Internal("a source cannot be chained".into()));
+                };
+                let op = factory(&info)?;
+                let out = build_output(node, i, next.take());
+                next = Some(Box::new(Link {
+                    op,
+                    ctx: OperatorContext::new(info, config.clock.clone()),
+                    out,
+                }));
+            }
+            let info = info_for(head.id, i);
+            let out = build_output(head.id, i, next);
+            let ctx = OperatorContext::new(info, config.clock.clone());
+            let span = info_span!("task", job = %graph.name, operator = %chain_name, subtask = i);
+            let runner: Box<dyn FnOnce() -> Result<()> + Send> = match &head.kind {
+                NodeKind::Source(factory) => {
+                    let source = factory(ctx.info())?;
+                    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
+                    handle.controls.push(ctl_tx);
+                    let task = SourceTask {
+                        source,
+                        ctx,
+                        out,
+                        control: ctl_rx,
+                        cancel: cancel.clone(),
+                    };
+                    Box::new(move || task.run())
+                }
+                NodeKind::Operator(factory) => {
+                    let op = factory(ctx.info())?;
+                    let inputs = receivers.remove(&(head.id, i)).unwrap_or_default();
+                    let task = OperatorTask {
+                        inputs,
+                        head: Link { op, ctx, out },
+                        cancel: cancel.clone(),
+                    };
+                    Box::new(move || task.run())
+                }
+            };
+            let cancel = cancel.clone();
+            let name = format!("{chain_name} ({}/{})", i + 1, head.parallelism);
+            let thread_name: String = format!("{}-{}", graph.nodes[head.id].name, i)
+                .chars()
+                .take(15)
+                .collect();
+            let t = std::thread::Builder::new()
+                .name(thread_name)
+                .spawn(move || {
+                    let _entered = span.enter();
+                    let r = runner();
+                    if let Err(e) = &r {
+                        if !e.is_cancellation() {
+                            warn!(error = %e, "task failed; cancelling the job");
+                        }
+                        cancel.store(true, Ordering::SeqCst);
+                    }
+                    r
+                })
+                .map_err(|e| RuntimeError::external("spawning a task thread", e))?;
+            handle.threads.push((name, t));
+        }
+    }
+    Ok(handle)
+}
