@@ -131,3 +131,7 @@ impl fmt::Debug for Message {
         }
     }
 }
+
+/// What a stream's records must be: cloneable (for fan-out) and sendable between tasks.
+pub trait Data: Clone + Send + 'static {}
+impl<T: Clone + Send + 'static> Data for T {}

@@ -167,6 +167,11 @@ impl OperatorHarness {
         std::mem::take(&mut self.out.watermarks)
     }
 
+    /// How many times the operator declared its output idle since the last take.
+    pub fn take_idle_count(&mut self) -> usize {
+        std::mem::take(&mut self.out.idle)
+    }
+
     /// The operator's context (to inspect or to request wakeups).
     pub fn context(&mut self) -> &mut OperatorContext {
         &mut self.ctx

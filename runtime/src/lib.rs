@@ -25,7 +25,7 @@ mod timers;
 
 pub use align::{BarrierAligner, BarrierOutcome, WatermarkUpdate, WatermarkValve};
 pub use element::{
-    downcast_batch, Batch, BatchData, CheckpointBarrier, Message, Record, Timestamp, MAX_WATERMARK,
+    downcast_batch, Batch, BatchData, CheckpointBarrier, Data, Message, Record, Timestamp, MAX_WATERMARK,
     MIN_WATERMARK, NO_TIMESTAMP,
 };
 pub use error::{Fault, Result, RuntimeError, UserError};
