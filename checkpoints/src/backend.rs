@@ -7,8 +7,7 @@ use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange};
 use crate::memory::{AnyTable, Table, NEVER};
 use crate::state::{
-    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey,
-    StateTtl, ValueState,
+    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey, StateTtl, ValueState,
 };
 
 /// Which backend stores keyed state.
@@ -98,10 +97,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     }
 
     fn min_ttl(&self) -> Option<i64> {
-        self.states
-            .iter()
-            .filter_map(|s| s.ttl.map(|t| t.millis()))
-            .min()
+        self.states.iter().filter_map(|s| s.ttl.map(|t| t.millis())).min()
     }
 
     /// Number of entries stored across all states (expired ones not yet purged included).
@@ -114,17 +110,11 @@ impl<K: StateKey> KeyedStateBackend<K> {
         self.len() == 0
     }
 
-    fn register<N: StateKey, S: Send + 'static>(
-        &mut self,
-        name: &str,
-        ttl: Option<StateTtl>,
-    ) -> Result<usize> {
+    fn register<N: StateKey, S: Send + 'static>(&mut self, name: &str, ttl: Option<StateTtl>) -> Result<usize> {
         let type_id = TypeId::of::<Table<K, N, S>>();
         if let Some(i) = self.states.iter().position(|s| s.name == name) {
             if self.states[i].type_id != type_id {
-                return Err(StateError::TypeMismatch {
-                    name: name.to_string(),
-                });
+                return Err(StateError::TypeMismatch { name: name.to_string() });
             }
             return Ok(i);
         }
@@ -140,15 +130,9 @@ impl<K: StateKey> KeyedStateBackend<K> {
         Ok(self.states.len() - 1)
     }
 
-    fn table<N: StateKey, S: Send + 'static>(
-        &mut self,
-        id: usize,
-    ) -> Result<(&mut Table<K, N, S>, i64, Option<i64>)> {
+    fn table<N: StateKey, S: Send + 'static>(&mut self, id: usize) -> Result<(&mut Table<K, N, S>, i64, Option<i64>)> {
         let now = self.now;
-        let s = self
-            .states
-            .get_mut(id)
-            .ok_or(StateError::UnknownHandle(id))?;
+        let s = self.states.get_mut(id).ok_or(StateError::UnknownHandle(id))?;
         let ttl = s.ttl.map(|t| t.millis());
         let t = s
             .table
@@ -207,10 +191,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         ttl: Option<StateTtl>,
         reduce: impl Fn(&V, &V) -> V + Send + Sync + 'static,
     ) -> Result<ReducingState<V, N>> {
-        Ok(ReducingState::new(
-            self.register::<N, V>(name, ttl)?,
-            Arc::new(reduce),
-        ))
+        Ok(ReducingState::new(self.register::<N, V>(name, ttl)?, Arc::new(reduce)))
     }
 
     /// Registers (or finds) an aggregating state applying `function`.
@@ -220,10 +201,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         ttl: Option<StateTtl>,
         function: Arc<F>,
     ) -> Result<AggregatingState<T, F, N>> {
-        Ok(AggregatingState::new(
-            self.register::<N, F::Acc>(name, ttl)?,
-            function,
-        ))
+        Ok(AggregatingState::new(self.register::<N, F::Acc>(name, ttl)?, function))
     }
 
     // ---- value ----
@@ -304,9 +282,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Vec<V>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, Vec<V>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now)
-            .map(|e| e.value.clone())
-            .unwrap_or_default())
+        Ok(t.get_mut(kg, key, ns, now).map(|e| e.value.clone()).unwrap_or_default())
     }
 
     /// Replaces the list of `key` in `ns` (an empty list clears it).
@@ -343,8 +319,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<UV>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now)
-            .and_then(|e| e.value.get(uk).cloned()))
+        Ok(t.get_mut(kg, key, ns, now).and_then(|e| e.value.get(uk).cloned()))
     }
 
     /// Puts `uv` under `uk` in the map of `key` in `ns`.
@@ -397,12 +372,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
         Ok(t.get_mut(kg, key, ns, now)
-            .map(|e| {
-                e.value
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect()
-            })
+            .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
     }
 
@@ -475,8 +445,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<F::Out>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, F::Acc>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now)
-            .map(|e| h.function.get_result(&e.value)))
+        Ok(t.get_mut(kg, key, ns, now).map(|e| h.function.get_result(&e.value)))
     }
 
     /// Merges the accumulators of `sources` into `target` (session windows merging).
@@ -538,13 +507,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     // ---- any state ----
 
     /// Removes the entry of `key` in `ns` from the state with handle id `id`.
-    fn clear_id<N: StateKey, S: Send + 'static>(
-        &mut self,
-        id: usize,
-        kg: KeyGroup,
-        key: &K,
-        ns: &N,
-    ) -> Result<()> {
+    fn clear_id<N: StateKey, S: Send + 'static>(&mut self, id: usize, kg: KeyGroup, key: &K, ns: &N) -> Result<()> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, S>(id)?;
         t.remove(kg, key, ns, now);
@@ -608,18 +571,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
 
     /// Every `(key, namespace)` with a live value in a value state, with the value, for the
     /// key groups of this backend (used by operators that scan their state, e.g. on restore).
-    pub fn value_entries<V: StateData, N: StateKey>(
-        &mut self,
-        h: &ValueState<V, N>,
-    ) -> Result<Vec<(K, N, V)>> {
+    pub fn value_entries<V: StateData, N: StateKey>(&mut self, h: &ValueState<V, N>) -> Result<Vec<(K, N, V)>> {
         let range = self.range;
         let (t, now, _) = self.table::<N, V>(h.id)?;
         let mut out = Vec::new();
         for kg in range.start..range.end {
-            out.extend(
-                t.iter_group(kg, now)
-                    .map(|(k, n, v)| (k.clone(), n.clone(), v.clone())),
-            );
+            out.extend(t.iter_group(kg, now).map(|(k, n, v)| (k.clone(), n.clone(), v.clone())));
         }
         Ok(out)
     }

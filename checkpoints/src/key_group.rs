@@ -26,11 +26,7 @@ const FNV_PRIME: u64 = 0x0000_0100_0000_01b3;
 
 impl Hasher for StableHasher {
     fn write(&mut self, bytes: &[u8]) {
-        let mut h = if self.state == 0 {
-            FNV_OFFSET
-        } else {
-            self.state
-        };
+        let mut h = if self.state == 0 { FNV_OFFSET } else { self.state };
         for b in bytes {
             h ^= u64::from(*b);
             h = h.wrapping_mul(FNV_PRIME);
@@ -40,11 +36,7 @@ impl Hasher for StableHasher {
 
     fn write_u64(&mut self, i: u64) {
         // One multiply-xor round per word instead of eight byte rounds: keys are mostly ids.
-        let h = if self.state == 0 {
-            FNV_OFFSET
-        } else {
-            self.state
-        };
+        let h = if self.state == 0 { FNV_OFFSET } else { self.state };
         self.state = (h ^ i).wrapping_mul(0x9e37_79b9_7f4a_7c15).rotate_left(29);
     }
 
@@ -96,11 +88,7 @@ pub fn assign_key_group<K: Hash + ?Sized>(key: &K, max_parallelism: u16) -> KeyG
 }
 
 /// The subtask (of `parallelism`) that owns `key_group`.
-pub fn subtask_for_key_group(
-    key_group: KeyGroup,
-    max_parallelism: u16,
-    parallelism: usize,
-) -> usize {
+pub fn subtask_for_key_group(key_group: KeyGroup, max_parallelism: u16, parallelism: usize) -> usize {
     (usize::from(key_group) * parallelism) / usize::from(max_parallelism.max(1))
 }
 

@@ -53,13 +53,7 @@ impl<K: StateKey, N: StateKey, S: Send + 'static> Table<K, N, S> {
     }
 
     /// The live entry of `(key, ns)`, dropping it first if it expired.
-    pub(crate) fn get_mut(
-        &mut self,
-        kg: KeyGroup,
-        key: &K,
-        ns: &N,
-        now: i64,
-    ) -> Option<&mut Entry<S>> {
+    pub(crate) fn get_mut(&mut self, kg: KeyGroup, key: &K, ns: &N, now: i64) -> Option<&mut Entry<S>> {
         let group = self.group(kg);
         let lookup = Lookup(key, ns);
         let expired = match group.get(&lookup) {

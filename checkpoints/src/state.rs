@@ -16,10 +16,7 @@ use serde::Serialize;
 
 /// What a key (or a namespace, or a map key) of keyed state must be: hashable, comparable,
 /// cloneable and serializable (state is snapshotted and may live in RocksDB).
-pub trait StateKey:
-    Hash + Eq + Clone + Debug + Send + Serialize + DeserializeOwned + 'static
-{
-}
+pub trait StateKey: Hash + Eq + Clone + Debug + Send + Serialize + DeserializeOwned + 'static {}
 impl<T: Hash + Eq + Clone + Debug + Send + Serialize + DeserializeOwned + 'static> StateKey for T {}
 
 /// What a value kept in keyed state must be.

@@ -53,10 +53,17 @@ fn value_state_is_scoped_to_key_and_namespace() {
         assert_eq!(b.value_get(&h, kg("a"), &a, &2).unwrap(), Some(20));
         assert_eq!(b.value_get(&h, kg("z"), &z, &1).unwrap(), Some(30));
         assert_eq!(b.value_get(&h, kg("z"), &z, &2).unwrap(), None);
-        let r = b.value_update(&h, kg("a"), &a, &1, || 0, |v| {
-            *v += 5;
-            *v
-        });
+        let r = b.value_update(
+            &h,
+            kg("a"),
+            &a,
+            &1,
+            || 0,
+            |v| {
+                *v += 5;
+                *v
+            },
+        );
         assert_eq!(r.unwrap(), 15);
         b.value_clear(&h, kg("a"), &a, &1).unwrap();
         assert_eq!(b.value_get(&h, kg("a"), &a, &1).unwrap(), None);
@@ -89,7 +96,9 @@ fn list_map_reducing_aggregating() {
         assert_eq!(b.map_remove(&map, g, &k, &(), &"y".to_string()).unwrap(), Some(2));
         assert_eq!(b.map_entries(&map, g, &k, &()).unwrap(), vec![("x".to_string(), 3)]);
 
-        let red = b.reducing_state::<i64, ()>("red", None, |a, b| a.max(b).to_owned()).unwrap();
+        let red = b
+            .reducing_state::<i64, ()>("red", None, |a, b| a.max(b).to_owned())
+            .unwrap();
         for v in [4, 9, 2] {
             b.reducing_add(&red, g, &k, &(), v).unwrap();
         }
@@ -102,7 +111,11 @@ fn list_map_reducing_aggregating() {
         assert_eq!(b.aggregating_get(&agg, g, &k, &1).unwrap(), Some(3.0));
         b.aggregating_merge(&agg, g, &k, &[1, 2], &3).unwrap();
         assert_eq!(b.aggregating_get(&agg, g, &k, &3).unwrap(), Some(6.0));
-        assert_eq!(b.aggregating_get(&agg, g, &k, &1).unwrap(), None, "sources are consumed by a merge");
+        assert_eq!(
+            b.aggregating_get(&agg, g, &k, &1).unwrap(),
+            None,
+            "sources are consumed by a merge"
+        );
 
         let l2 = b.list_state::<i64, u8>("list-ns", None).unwrap();
         b.list_add(&l2, g, &k, &1, 1).unwrap();
@@ -143,11 +156,21 @@ fn misuse_is_an_error_not_a_panic() {
         let mut b: KeyedStateBackend<String> =
             KeyedStateBackend::new(kind.clone(), 128, KeyGroupRange::for_subtask(128, 2, 0));
         let h = b.value_state::<u64, ()>("v", None).unwrap();
-        assert!(matches!(b.value_state::<String, ()>("v", None), Err(StateError::TypeMismatch { .. })));
+        assert!(matches!(
+            b.value_state::<String, ()>("v", None),
+            Err(StateError::TypeMismatch { .. })
+        ));
         let foreign = KeyGroupRange::for_subtask(128, 2, 1).start;
         let k = "k".to_string();
-        assert!(matches!(b.value_get(&h, foreign, &k, &()), Err(StateError::ForeignKeyGroup { .. })));
-        let mut other: KeyedStateBackend<String> = KeyedStateBackend::new(kind, 128, KeyGroupRange::for_subtask(128, 1, 0));
-        assert!(matches!(other.value_get(&h, 0, &k, &()), Err(StateError::UnknownHandle(_))));
+        assert!(matches!(
+            b.value_get(&h, foreign, &k, &()),
+            Err(StateError::ForeignKeyGroup { .. })
+        ));
+        let mut other: KeyedStateBackend<String> =
+            KeyedStateBackend::new(kind, 128, KeyGroupRange::for_subtask(128, 1, 0));
+        assert!(matches!(
+            other.value_get(&h, 0, &k, &()),
+            Err(StateError::UnknownHandle(_))
+        ));
     }
 }

@@ -22,7 +22,13 @@ impl<I, O, F> MapOperator<I, O, F> {
 }
 
 impl<I: Data, O: Data, F: Fn(I) -> O + Send + Sync + 'static> Operator for MapOperator<I, O, F> {
-    fn process_batch(&mut self, _input: usize, batch: Batch, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        _ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         let records = downcast_batch::<I>(batch)?;
         let f = &*self.f;
         let mapped: Vec<Record<O>> = records
@@ -47,7 +53,13 @@ impl<T, F> FilterOperator<T, F> {
 }
 
 impl<T: Data, F: Fn(&T) -> bool + Send + Sync + 'static> Operator for FilterOperator<T, F> {
-    fn process_batch(&mut self, _input: usize, batch: Batch, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        _ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         let mut records = downcast_batch::<T>(batch)?;
         let f = &*self.f;
         records.retain(|r| f(&r.value));
@@ -73,7 +85,13 @@ where
     It: IntoIterator<Item = O>,
     F: Fn(I) -> It + Send + Sync + 'static,
 {
-    fn process_batch(&mut self, _input: usize, batch: Batch, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        _ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         let records = downcast_batch::<I>(batch)?;
         let f = &*self.f;
         let mut produced = Vec::with_capacity(records.len());
@@ -90,7 +108,13 @@ where
 pub struct IdentityOperator;
 
 impl Operator for IdentityOperator {
-    fn process_batch(&mut self, _input: usize, batch: Batch, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        _ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         out.emit(batch)
     }
 }
@@ -109,10 +133,14 @@ mod tests {
     fn map_filter_flat_map_keep_timestamps() {
         let mut h = harness(Box::new(MapOperator::new(Arc::new(|x: i32| x * 10))));
         h.process(vec![Record::new(1, 5), Record::new(2, 6)]).unwrap();
-        assert_eq!(h.take_output::<i32>().unwrap(), vec![Record::new(10, 5), Record::new(20, 6)]);
+        assert_eq!(
+            h.take_output::<i32>().unwrap(),
+            vec![Record::new(10, 5), Record::new(20, 6)]
+        );
 
         let mut h = harness(Box::new(FilterOperator::new(Arc::new(|x: &i32| x % 2 == 0))));
-        h.process(vec![Record::new(1, 1), Record::new(2, 2), Record::new(4, 3)]).unwrap();
+        h.process(vec![Record::new(1, 1), Record::new(2, 2), Record::new(4, 3)])
+            .unwrap();
         assert_eq!(h.take_values::<i32>().unwrap(), vec![2, 4]);
 
         let mut h = harness(Box::new(FlatMapOperator::new(Arc::new(|s: String| {

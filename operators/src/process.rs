@@ -42,14 +42,24 @@ impl ProcessContext<'_> {
 /// and on side outputs (Flink's `ProcessFunction`).
 pub trait ProcessFunction<I, O>: Send + 'static {
     /// Processes one element.
-    fn process_element(&mut self, value: I, ctx: &mut ProcessContext<'_>, out: &mut Collector<O>) -> Result<(), UserError>;
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError>;
 }
 
 impl<I, O, F> ProcessFunction<I, O> for F
 where
     F: FnMut(I, &mut ProcessContext<'_>, &mut Collector<O>) -> Result<(), UserError> + Send + 'static,
 {
-    fn process_element(&mut self, value: I, ctx: &mut ProcessContext<'_>, out: &mut Collector<O>) -> Result<(), UserError> {
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut ProcessContext<'_>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
         self(value, ctx, out)
     }
 }
@@ -73,7 +83,13 @@ impl<I: Data, O: Data, P: ProcessFunction<I, O>> ProcessOperator<I, O, P> {
 }
 
 impl<I: Data, O: Data, P: ProcessFunction<I, O>> Operator for ProcessOperator<I, O, P> {
-    fn process_batch(&mut self, _input: usize, batch: Batch, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         for r in downcast_batch::<I>(batch)? {
             self.out.set_timestamp(r.timestamp);
             let mut pctx = ProcessContext {
@@ -110,8 +126,10 @@ mod tests {
             }
             Ok(())
         };
-        let mut h = OperatorHarness::new(Box::new(ProcessOperator::new(f)), TaskInfo::new("t", "p", 0, 1, 128), 0).unwrap();
-        h.process(vec![Record::new(1i64, 10), Record::new(2, 20), Record::untimed(4)]).unwrap();
+        let mut h =
+            OperatorHarness::new(Box::new(ProcessOperator::new(f)), TaskInfo::new("t", "p", 0, 1, 128), 0).unwrap();
+        h.process(vec![Record::new(1i64, 10), Record::new(2, 20), Record::untimed(4)])
+            .unwrap();
         assert_eq!(h.take_values::<String>().unwrap(), vec!["2@Some(20)", "4@None"]);
         assert_eq!(h.take_side::<i64>(odd.id()).unwrap(), vec![Record::new(1, 10)]);
         let err = h.process(vec![Record::new(-1i64, 0)]).unwrap_err();

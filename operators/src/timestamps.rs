@@ -96,7 +96,13 @@ impl<T: Data, F: Fn(&T) -> Timestamp + Send + Sync + 'static> Operator for Times
         Ok(())
     }
 
-    fn process_batch(&mut self, _input: usize, batch: Batch, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         let mut records = downcast_batch::<T>(batch)?;
         let f = &*self.extract;
         let mut max = self.max_ts;
@@ -158,15 +164,25 @@ mod tests {
 
     #[test]
     fn watermark_trails_max_timestamp() {
-        let op = TimestampsAndWatermarks::new(Arc::new(|v: &i64| *v), BoundedOutOfOrderness::new(Duration::from_millis(10)));
+        let op = TimestampsAndWatermarks::new(
+            Arc::new(|v: &i64| *v),
+            BoundedOutOfOrderness::new(Duration::from_millis(10)),
+        );
         let mut h = OperatorHarness::new(Box::new(op), TaskInfo::new("t", "ts", 0, 1, 128), 0).unwrap();
         h.process(vec![Record::untimed(100i64), Record::untimed(50)]).unwrap();
-        assert_eq!(h.take_output::<i64>().unwrap(), vec![Record::new(100, 100), Record::new(50, 50)]);
+        assert_eq!(
+            h.take_output::<i64>().unwrap(),
+            vec![Record::new(100, 100), Record::new(50, 50)]
+        );
         assert_eq!(h.take_watermarks(), vec![89]);
         h.process(vec![Record::untimed(95i64)]).unwrap();
         assert_eq!(h.take_watermarks(), Vec::<i64>::new(), "no regression, no repeat");
         h.watermark(1_000).unwrap();
-        assert_eq!(h.take_watermarks(), Vec::<i64>::new(), "upstream watermarks are replaced");
+        assert_eq!(
+            h.take_watermarks(),
+            Vec::<i64>::new(),
+            "upstream watermarks are replaced"
+        );
         h.watermark(MAX_WATERMARK).unwrap();
         assert_eq!(h.take_watermarks(), vec![MAX_WATERMARK]);
     }

@@ -244,10 +244,7 @@ mod tests {
             assert_eq!(a.on_barrier(order[0], barrier(1)), BarrierOutcome::Waiting);
             assert!(a.is_blocked(order[0]));
             assert!(!a.is_blocked(order[1]));
-            assert_eq!(
-                a.on_barrier(order[1], barrier(1)),
-                BarrierOutcome::Aligned(barrier(1))
-            );
+            assert_eq!(a.on_barrier(order[1], barrier(1)), BarrierOutcome::Aligned(barrier(1)));
             assert!(!a.is_blocked(0) && !a.is_blocked(1));
             // A duplicate of a completed barrier is ignored.
             assert_eq!(a.on_barrier(0, barrier(1)), BarrierOutcome::Ignored);
@@ -259,16 +256,10 @@ mod tests {
         let mut a = BarrierAligner::new(3);
         assert_eq!(a.on_barrier(0, barrier(4)), BarrierOutcome::Waiting);
         assert_eq!(a.on_end(2), BarrierOutcome::Waiting);
-        assert_eq!(
-            a.on_barrier(1, barrier(4)),
-            BarrierOutcome::Aligned(barrier(4))
-        );
+        assert_eq!(a.on_barrier(1, barrier(4)), BarrierOutcome::Aligned(barrier(4)));
         // With channel 2 gone, two barriers complete the next checkpoint.
         assert_eq!(a.on_barrier(1, barrier(5)), BarrierOutcome::Waiting);
-        assert_eq!(
-            a.on_barrier(0, barrier(5)),
-            BarrierOutcome::Aligned(barrier(5))
-        );
+        assert_eq!(a.on_barrier(0, barrier(5)), BarrierOutcome::Aligned(barrier(5)));
     }
 
     #[test]
@@ -276,15 +267,9 @@ mod tests {
         let mut a = BarrierAligner::new(2);
         assert_eq!(a.on_barrier(0, barrier(1)), BarrierOutcome::Waiting);
         assert_eq!(a.on_barrier(1, barrier(2)), BarrierOutcome::Waiting);
-        assert!(
-            !a.is_blocked(0),
-            "channel 0 released when checkpoint 1 was abandoned"
-        );
+        assert!(!a.is_blocked(0), "channel 0 released when checkpoint 1 was abandoned");
         assert_eq!(a.on_barrier(0, barrier(1)), BarrierOutcome::Ignored);
-        assert_eq!(
-            a.on_barrier(0, barrier(2)),
-            BarrierOutcome::Aligned(barrier(2))
-        );
+        assert_eq!(a.on_barrier(0, barrier(2)), BarrierOutcome::Aligned(barrier(2)));
     }
 
     #[test]
@@ -300,11 +285,7 @@ mod tests {
         assert_eq!(v.on_idle(2), WatermarkUpdate::Idle);
         assert_eq!(v.on_data(0), WatermarkUpdate::Unchanged);
         assert_eq!(v.on_watermark(0, 12), WatermarkUpdate::Advanced(12));
-        assert_eq!(
-            v.on_end(0),
-            WatermarkUpdate::Idle,
-            "channel 2 is idle, 0 and 1 ended"
-        );
+        assert_eq!(v.on_end(0), WatermarkUpdate::Idle, "channel 2 is idle, 0 and 1 ended");
         assert_eq!(v.on_end(2), WatermarkUpdate::Advanced(MAX_WATERMARK));
     }
 }

@@ -145,16 +145,10 @@ pub(crate) fn attribute(ctx: &OperatorContext, e: RuntimeError) -> RuntimeError 
 }
 
 /// Runs an operator call, turning an error or a panic into one that names the operator.
-pub(crate) fn guarded<R>(
-    ctx: &mut OperatorContext,
-    f: impl FnOnce(&mut OperatorContext) -> Result<R>,
-) -> Result<R> {
+pub(crate) fn guarded<R>(ctx: &mut OperatorContext, f: impl FnOnce(&mut OperatorContext) -> Result<R>) -> Result<R> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(ctx))) {
         Ok(r) => r.map_err(|e| attribute(ctx, e)),
-        Err(payload) => Err(attribute(
-            ctx,
-            RuntimeError::Panic(panic_message(payload.as_ref())),
-        )),
+        Err(payload) => Err(attribute(ctx, RuntimeError::Panic(panic_message(payload.as_ref())))),
     }
 }
 
@@ -179,9 +173,7 @@ impl Link {
 
     pub(crate) fn process(&mut self, input: usize, batch: Batch) -> Result<()> {
         let (op, out) = (&mut self.op, &mut self.out);
-        guarded(&mut self.ctx, |ctx| {
-            op.process_batch(input, batch, ctx, out)
-        })
+        guarded(&mut self.ctx, |ctx| op.process_batch(input, batch, ctx, out))
     }
 
     pub(crate) fn on_watermark(&mut self, wm: Timestamp) -> Result<()> {

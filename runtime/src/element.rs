@@ -82,16 +82,12 @@ impl<T: Clone + Send + 'static> BatchData for Vec<Record<T>> {
 /// [`RuntimeError::Internal`](crate::RuntimeError::Internal).
 pub fn downcast_batch<T: Clone + Send + 'static>(batch: Batch) -> crate::Result<Vec<Record<T>>> {
     let found = batch.type_name();
-    batch
-        .into_any()
-        .downcast::<Vec<Record<T>>>()
-        .map(|b| *b)
-        .map_err(|_| {
-            crate::RuntimeError::Internal(format!(
-                "batch of `{found}` where `{}` was expected",
-                std::any::type_name::<T>()
-            ))
-        })
+    batch.into_any().downcast::<Vec<Record<T>>>().map(|b| *b).map_err(|_| {
+        crate::RuntimeError::Internal(format!(
+            "batch of `{found}` where `{}` was expected",
+            std::any::type_name::<T>()
+        ))
+    })
 }
 
 /// A checkpoint barrier: everything before it belongs to checkpoint `id`.

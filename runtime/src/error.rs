@@ -63,10 +63,7 @@ pub enum RuntimeError {
 
 impl RuntimeError {
     /// Wraps an I/O or connector error with what was being done.
-    pub fn external(
-        context: impl Into<String>,
-        source: impl std::error::Error + Send + Sync + 'static,
-    ) -> Self {
+    pub fn external(context: impl Into<String>, source: impl std::error::Error + Send + Sync + 'static) -> Self {
         RuntimeError::External {
             context: context.into(),
             source: Box::new(source),
@@ -82,9 +79,7 @@ impl RuntimeError {
             | RuntimeError::Panic(_) => Fault::User,
             RuntimeError::External { .. } => Fault::External,
             RuntimeError::Task { source, .. } => source.fault(),
-            RuntimeError::State(_) | RuntimeError::Cancelled | RuntimeError::Internal(_) => {
-                Fault::Runtime
-            }
+            RuntimeError::State(_) | RuntimeError::Cancelled | RuntimeError::Internal(_) => Fault::Runtime,
         }
     }
 

@@ -156,15 +156,11 @@ fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Optio
             }
             let mut ins = graph.inputs_of(n.id);
             let e = ins.next()?;
-            if ins.next().is_some() || e.ship != ShipStrategy::Forward || e.slot != OutputSlot::Main
-            {
+            if ins.next().is_some() || e.ship != ShipStrategy::Forward || e.slot != OutputSlot::Main {
                 return None;
             }
             let up = &graph.nodes[e.from];
-            let consumers = graph
-                .outputs_of(up.id)
-                .filter(|o| o.slot == OutputSlot::Main)
-                .count();
+            let consumers = graph.outputs_of(up.id).filter(|o| o.slot == OutputSlot::Main).count();
             (up.parallelism == n.parallelism && consumers == 1).then_some(up.id)
         })
         .collect()
@@ -174,9 +170,7 @@ fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Optio
 pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     graph.validate()?;
     if config.max_parallelism == 0 {
-        return Err(RuntimeError::InvalidGraph(
-            "max parallelism must be at least 1".into(),
-        ));
+        return Err(RuntimeError::InvalidGraph("max parallelism must be at least 1".into()));
     }
     if let Some(n) = graph
         .nodes
@@ -204,10 +198,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         if pred[e.to] == Some(e.from) && e.slot == OutputSlot::Main {
             continue;
         }
-        let (pu, pd) = (
-            graph.nodes[e.from].parallelism,
-            graph.nodes[e.to].parallelism,
-        );
+        let (pu, pd) = (graph.nodes[e.from].parallelism, graph.nodes[e.to].parallelism);
         for i in 0..pu {
             let targets: Vec<usize> = if e.ship == ShipStrategy::Forward {
                 vec![i]

@@ -133,9 +133,7 @@ impl JobGraph {
     pub fn validate(&self) -> Result<()> {
         use crate::error::RuntimeError::InvalidGraph;
         if self.nodes.is_empty() {
-            return Err(InvalidGraph(
-                "the job has no operators: add a source and a sink".into(),
-            ));
+            return Err(InvalidGraph("the job has no operators: add a source and a sink".into()));
         }
         for n in &self.nodes {
             if n.parallelism == 0 {
@@ -162,9 +160,7 @@ impl JobGraph {
                     e.from, e.to
                 )));
             }
-            if e.ship == ShipStrategy::Forward
-                && self.nodes[e.from].parallelism != self.nodes[e.to].parallelism
-            {
+            if e.ship == ShipStrategy::Forward && self.nodes[e.from].parallelism != self.nodes[e.to].parallelism {
                 return Err(InvalidGraph(format!(
                     "forward edge `{}` -> `{}` joins parallelism {} to {}: use rebalance",
                     self.nodes[e.from].name,

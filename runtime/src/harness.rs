@@ -84,11 +84,7 @@ impl OperatorHarness {
     }
 
     /// Feeds records on input `input`.
-    pub fn process_input<T: Clone + Send + 'static>(
-        &mut self,
-        input: usize,
-        records: Vec<Record<T>>,
-    ) -> Result<()> {
+    pub fn process_input<T: Clone + Send + 'static>(&mut self, input: usize, records: Vec<Record<T>>) -> Result<()> {
         self.op
             .process_batch(input, Box::new(records), &mut self.ctx, &mut self.out)
     }
@@ -103,8 +99,7 @@ impl OperatorHarness {
     pub fn set_processing_time(&mut self, t: Timestamp) -> Result<()> {
         self.clock.set(t);
         while self.ctx.take_due_wakeup(t) {
-            self.op
-                .on_processing_time(t, &mut self.ctx, &mut self.out)?;
+            self.op.on_processing_time(t, &mut self.ctx, &mut self.out)?;
         }
         Ok(())
     }
@@ -140,11 +135,7 @@ impl OperatorHarness {
 
     /// The main-output values emitted since the last take.
     pub fn take_values<T: Clone + Send + 'static>(&mut self) -> Result<Vec<T>> {
-        Ok(self
-            .take_output::<T>()?
-            .into_iter()
-            .map(|r| r.value)
-            .collect())
+        Ok(self.take_output::<T>()?.into_iter().map(|r| r.value).collect())
     }
 
     /// The records emitted on side output `tag` since the last take.

@@ -32,13 +32,7 @@ pub struct TaskInfo {
 
 impl TaskInfo {
     /// Info for subtask `index` of `parallelism` (key groups computed from `max_parallelism`).
-    pub fn new(
-        job_name: &str,
-        operator_name: &str,
-        index: usize,
-        parallelism: usize,
-        max_parallelism: u16,
-    ) -> Self {
+    pub fn new(job_name: &str, operator_name: &str, index: usize, parallelism: usize, max_parallelism: u16) -> Self {
         TaskInfo {
             job_name: job_name.to_string(),
             operator_name: operator_name.to_string(),
@@ -149,12 +143,7 @@ pub trait Operator: Send {
     ) -> Result<()>;
 
     /// Event time advanced to `watermark`: fire due timers, then forward it (the default).
-    fn on_watermark(
-        &mut self,
-        watermark: Timestamp,
-        _ctx: &mut OperatorContext,
-        out: &mut dyn Output,
-    ) -> Result<()> {
+    fn on_watermark(&mut self, watermark: Timestamp, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
         out.emit_watermark(watermark)
     }
 
@@ -164,22 +153,13 @@ pub trait Operator: Send {
     }
 
     /// Processing time reached a wakeup requested with [`OperatorContext::request_wakeup`].
-    fn on_processing_time(
-        &mut self,
-        _now: Timestamp,
-        _ctx: &mut OperatorContext,
-        _out: &mut dyn Output,
-    ) -> Result<()> {
+    fn on_processing_time(&mut self, _now: Timestamp, _ctx: &mut OperatorContext, _out: &mut dyn Output) -> Result<()> {
         Ok(())
     }
 
     /// Takes this operator's part of checkpoint `barrier.id`; called when the barrier has
     /// arrived on every input and before it is forwarded.
-    fn snapshot_state(
-        &mut self,
-        _barrier: &CheckpointBarrier,
-        _ctx: &mut OperatorContext,
-    ) -> Result<()> {
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<()> {
         Ok(())
     }
 
@@ -213,19 +193,11 @@ pub trait SourceFunction: Send {
     }
 
     /// Emits up to one batch on `out`.
-    fn poll_batch(
-        &mut self,
-        ctx: &mut OperatorContext,
-        out: &mut dyn Output,
-    ) -> Result<SourceStatus>;
+    fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus>;
 
     /// Records the source's position for checkpoint `barrier.id`; the barrier is emitted
     /// right after.
-    fn snapshot_state(
-        &mut self,
-        _barrier: &CheckpointBarrier,
-        _ctx: &mut OperatorContext,
-    ) -> Result<()> {
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<()> {
         Ok(())
     }
 

@@ -23,12 +23,7 @@ pub trait EdgeWriter: Send {
 pub trait EdgeWriterFactory: Send + Sync {
     /// A writer for upstream subtask `subtask` over `channels` (one per downstream subtask,
     /// or the single forward channel).
-    fn create(
-        &self,
-        channels: Vec<Sender<Message>>,
-        subtask: usize,
-        batch_size: usize,
-    ) -> Box<dyn EdgeWriter>;
+    fn create(&self, channels: Vec<Sender<Message>>, subtask: usize, batch_size: usize) -> Box<dyn EdgeWriter>;
 }
 
 /// How a typed edge chooses a channel.
@@ -67,12 +62,7 @@ impl<T> TypedEdgeWriterFactory<T> {
 }
 
 impl<T: Clone + Send + 'static> EdgeWriterFactory for TypedEdgeWriterFactory<T> {
-    fn create(
-        &self,
-        channels: Vec<Sender<Message>>,
-        subtask: usize,
-        batch_size: usize,
-    ) -> Box<dyn EdgeWriter> {
+    fn create(&self, channels: Vec<Sender<Message>>, subtask: usize, batch_size: usize) -> Box<dyn EdgeWriter> {
         let n = channels.len();
         Box::new(TypedEdgeWriter {
             buffers: (0..n).map(|_| Vec::with_capacity(batch_size)).collect(),

@@ -151,9 +151,7 @@ impl OperatorTask {
                 continue;
             }
             // Wait on the channels that are neither ended nor blocked by alignment.
-            let readable: Vec<usize> = (0..n)
-                .filter(|&c| !ended[c] && !aligner.is_blocked(c))
-                .collect();
+            let readable: Vec<usize> = (0..n).filter(|&c| !ended[c] && !aligner.is_blocked(c)).collect();
             let mut sel = Select::new();
             for &c in &readable {
                 sel.recv(&self.inputs[c].rx);

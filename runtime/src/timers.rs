@@ -34,10 +34,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
         if !self.registered.insert((ts, key.clone(), ns.clone())) {
             return false;
         }
-        self.queue
-            .entry(ts)
-            .or_default()
-            .push((kg, key.clone(), ns.clone()));
+        self.queue.entry(ts).or_default().push((kg, key.clone(), ns.clone()));
         true
     }
 

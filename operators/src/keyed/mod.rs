@@ -3,7 +3,9 @@
 
 mod state;
 
-pub use state::{AggregatingStateDescriptor, KeyedState, ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor};
+pub use state::{
+    AggregatingStateDescriptor, KeyedState, ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor,
+};
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -82,7 +84,9 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
 
     /// Calls `on_timer` for this key once processing time reaches `ts`.
     pub fn register_processing_time_timer(&mut self, ts: Timestamp) {
-        self.timers.processing_time.register(ts, self.state.kg, self.state.key, &());
+        self.timers
+            .processing_time
+            .register(ts, self.state.kg, self.state.key, &());
     }
 
     /// Deletes a processing-time timer of this key.
@@ -97,10 +101,20 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
 /// backend, never in the function's fields.
 pub trait KeyedProcessFunction<K, I, O>: Send + 'static {
     /// Processes one element of key `ctx.key()`.
-    fn process_element(&mut self, value: I, ctx: &mut KeyedContext<'_, K>, out: &mut Collector<O>) -> Result<(), UserError>;
+    fn process_element(
+        &mut self,
+        value: I,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<O>,
+    ) -> Result<(), UserError>;
 
     /// A timer registered for `ctx.key()` fired at `timestamp`.
-    fn on_timer(&mut self, _timestamp: Timestamp, _ctx: &mut KeyedContext<'_, K>, _out: &mut Collector<O>) -> Result<(), UserError> {
+    fn on_timer(
+        &mut self,
+        _timestamp: Timestamp,
+        _ctx: &mut KeyedContext<'_, K>,
+        _out: &mut Collector<O>,
+    ) -> Result<(), UserError> {
         Ok(())
     }
 }
@@ -137,7 +151,11 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> KeyedProce
     }
 
     fn fire(&mut self, domain: TimeDomain, ts: Timestamp, kg: KeyGroup, key: K, ctx: &OperatorContext) -> Result<()> {
-        self.out.set_timestamp(if domain == TimeDomain::EventTime { ts } else { NO_TIMESTAMP });
+        self.out.set_timestamp(if domain == TimeDomain::EventTime {
+            ts
+        } else {
+            NO_TIMESTAMP
+        });
         let backend = self
             .backend
             .as_mut()
@@ -149,7 +167,9 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> KeyedProce
             domain: Some(domain),
             ctx,
         };
-        self.function.on_timer(ts, &mut kctx, &mut self.out).map_err(RuntimeError::User)
+        self.function
+            .on_timer(ts, &mut kctx, &mut self.out)
+            .map_err(RuntimeError::User)
     }
 
     fn arm_processing_timer(&mut self, ctx: &mut OperatorContext) {
@@ -163,11 +183,21 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
-        self.backend = Some(KeyedStateBackend::new(info.state_backend.clone(), info.max_parallelism, info.key_group_range));
+        self.backend = Some(KeyedStateBackend::new(
+            info.state_backend.clone(),
+            info.max_parallelism,
+            info.key_group_range,
+        ));
         Ok(())
     }
 
-    fn process_batch(&mut self, _input: usize, batch: Batch, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
+    fn process_batch(
+        &mut self,
+        _input: usize,
+        batch: Batch,
+        ctx: &mut OperatorContext,
+        out: &mut dyn Output,
+    ) -> Result<()> {
         let now = ctx.processing_time();
         self.backend()?.set_processing_time(now);
         let had_processing_timers = self.timers.processing_time.len();
@@ -237,8 +267,15 @@ impl<T, F> RollingReduce<T, F> {
     }
 }
 
-impl<K: StateKey, T: StateData, F: Fn(&T, &T) -> T + Send + Sync + 'static> KeyedProcessFunction<K, T, T> for RollingReduce<T, F> {
-    fn process_element(&mut self, value: T, ctx: &mut KeyedContext<'_, K>, out: &mut Collector<T>) -> Result<(), UserError> {
+impl<K: StateKey, T: StateData, F: Fn(&T, &T) -> T + Send + Sync + 'static> KeyedProcessFunction<K, T, T>
+    for RollingReduce<T, F>
+{
+    fn process_element(
+        &mut self,
+        value: T,
+        ctx: &mut KeyedContext<'_, K>,
+        out: &mut Collector<T>,
+    ) -> Result<(), UserError> {
         let reduced = match ctx.state().get(&self.state)? {
             Some(acc) => (self.reduce)(&acc, &value),
             None => value,

@@ -198,45 +198,77 @@ impl<K: StateKey> KeyedState<'_, K> {
     }
 
     /// Reads one entry of the map state `d`.
-    pub fn map_get<UK: StateKey, UV: StateData>(&mut self, d: &MapStateDescriptor<UK, UV>, uk: &UK) -> Result<Option<UV>, UserError> {
+    pub fn map_get<UK: StateKey, UV: StateData>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV>,
+        uk: &UK,
+    ) -> Result<Option<UV>, UserError> {
         let h = handle(&d.handle, || self.backend.map_state(&d.name, d.ttl))?;
         Ok(self.backend.map_get(h, self.kg, self.key, &(), uk)?)
     }
 
     /// Writes one entry of the map state `d`.
-    pub fn map_put<UK: StateKey, UV: StateData>(&mut self, d: &MapStateDescriptor<UK, UV>, uk: UK, uv: UV) -> Result<(), UserError> {
+    pub fn map_put<UK: StateKey, UV: StateData>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV>,
+        uk: UK,
+        uv: UV,
+    ) -> Result<(), UserError> {
         let h = handle(&d.handle, || self.backend.map_state(&d.name, d.ttl))?;
         Ok(self.backend.map_put(h, self.kg, self.key, &(), uk, uv)?)
     }
 
     /// Removes one entry of the map state `d`.
-    pub fn map_remove<UK: StateKey, UV: StateData>(&mut self, d: &MapStateDescriptor<UK, UV>, uk: &UK) -> Result<Option<UV>, UserError> {
+    pub fn map_remove<UK: StateKey, UV: StateData>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV>,
+        uk: &UK,
+    ) -> Result<Option<UV>, UserError> {
         let h = handle(&d.handle, || self.backend.map_state(&d.name, d.ttl))?;
         Ok(self.backend.map_remove(h, self.kg, self.key, &(), uk)?)
     }
 
     /// All entries of the map state `d`.
-    pub fn map_entries<UK: StateKey, UV: StateData>(&mut self, d: &MapStateDescriptor<UK, UV>) -> Result<Vec<(UK, UV)>, UserError> {
+    pub fn map_entries<UK: StateKey, UV: StateData>(
+        &mut self,
+        d: &MapStateDescriptor<UK, UV>,
+    ) -> Result<Vec<(UK, UV)>, UserError> {
         let h = handle(&d.handle, || self.backend.map_state(&d.name, d.ttl))?;
         Ok(self.backend.map_entries(h, self.kg, self.key, &())?)
     }
 
     /// Adds `value` to the aggregating state `d`.
-    pub fn aggregate_add<T, F: AggregateFunction<T>>(&mut self, d: &AggregatingStateDescriptor<T, F>, value: &T) -> Result<(), UserError> {
-        let h = handle(&d.handle, || self.backend.aggregating_state(&d.name, d.ttl, d.function.clone()))?;
+    pub fn aggregate_add<T, F: AggregateFunction<T>>(
+        &mut self,
+        d: &AggregatingStateDescriptor<T, F>,
+        value: &T,
+    ) -> Result<(), UserError> {
+        let h = handle(&d.handle, || {
+            self.backend.aggregating_state(&d.name, d.ttl, d.function.clone())
+        })?;
         self.backend.aggregating_add(h, self.kg, self.key, &(), value)?;
         Ok(())
     }
 
     /// Reads the result of the aggregating state `d`.
-    pub fn aggregate_get<T, F: AggregateFunction<T>>(&mut self, d: &AggregatingStateDescriptor<T, F>) -> Result<Option<F::Out>, UserError> {
-        let h = handle(&d.handle, || self.backend.aggregating_state(&d.name, d.ttl, d.function.clone()))?;
+    pub fn aggregate_get<T, F: AggregateFunction<T>>(
+        &mut self,
+        d: &AggregatingStateDescriptor<T, F>,
+    ) -> Result<Option<F::Out>, UserError> {
+        let h = handle(&d.handle, || {
+            self.backend.aggregating_state(&d.name, d.ttl, d.function.clone())
+        })?;
         Ok(self.backend.aggregating_get(h, self.kg, self.key, &())?)
     }
 
     /// Clears the aggregating state `d`.
-    pub fn aggregate_clear<T, F: AggregateFunction<T>>(&mut self, d: &AggregatingStateDescriptor<T, F>) -> Result<(), UserError> {
-        let h = handle(&d.handle, || self.backend.aggregating_state(&d.name, d.ttl, d.function.clone()))?;
+    pub fn aggregate_clear<T, F: AggregateFunction<T>>(
+        &mut self,
+        d: &AggregatingStateDescriptor<T, F>,
+    ) -> Result<(), UserError> {
+        let h = handle(&d.handle, || {
+            self.backend.aggregating_state(&d.name, d.ttl, d.function.clone())
+        })?;
         Ok(self.backend.aggregating_clear(h, self.kg, self.key, &())?)
     }
 }

@@ -12,11 +12,20 @@ struct CountWithTimers {
 }
 
 impl KeyedProcessFunction<String, (String, i64), u64> for CountWithTimers {
-    fn process_element(&mut self, v: (String, i64), ctx: &mut KeyedContext<'_, String>, out: &mut Collector<u64>) -> Result<(), UserError> {
-        let n = ctx.state().update(&self.count, || 0, |c| {
-            *c += 1;
-            *c
-        })?;
+    fn process_element(
+        &mut self,
+        v: (String, i64),
+        ctx: &mut KeyedContext<'_, String>,
+        out: &mut Collector<u64>,
+    ) -> Result<(), UserError> {
+        let n = ctx.state().update(
+            &self.count,
+            || 0,
+            |c| {
+                *c += 1;
+                *c
+            },
+        )?;
         ctx.register_event_time_timer(v.1 + 10);
         let now = ctx.processing_time();
         ctx.register_processing_time_timer(now + 100);
@@ -24,7 +33,12 @@ impl KeyedProcessFunction<String, (String, i64), u64> for CountWithTimers {
         Ok(())
     }
 
-    fn on_timer(&mut self, ts: Timestamp, ctx: &mut KeyedContext<'_, String>, out: &mut Collector<u64>) -> Result<(), UserError> {
+    fn on_timer(
+        &mut self,
+        ts: Timestamp,
+        ctx: &mut KeyedContext<'_, String>,
+        out: &mut Collector<u64>,
+    ) -> Result<(), UserError> {
         let n = ctx.state().get(&self.count)?.unwrap_or(0);
         let domain = match ctx.time_domain() {
             Some(TimeDomain::EventTime) => "event",
@@ -52,10 +66,16 @@ fn event_time_timers_fire_once_in_order_per_key() {
         count: ValueStateDescriptor::new("count"),
         fired: fired.clone(),
     });
-    h.process(vec![rec("b", 20), rec("a", 5), rec("a", 5), rec("b", 1)]).unwrap();
+    h.process(vec![rec("b", 20), rec("a", 5), rec("a", 5), rec("b", 1)])
+        .unwrap();
     assert_eq!(h.take_values::<u64>().unwrap(), vec![1, 1, 2, 2]);
     h.watermark(14).unwrap();
-    let side: Vec<String> = h.take_side::<String>(fired.id()).unwrap().into_iter().map(|r| r.value).collect();
+    let side: Vec<String> = h
+        .take_side::<String>(fired.id())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
     // a@15 registered twice fires once; b@11 before a@15; b@30 not yet.
     assert_eq!(side, vec!["b@11:event:2"]);
     h.watermark(15).unwrap();
@@ -63,9 +83,18 @@ fn event_time_timers_fire_once_in_order_per_key() {
     let side: Vec<Record<String>> = h.take_side::<String>(fired.id()).unwrap();
     assert_eq!(side, vec![Record::new("a@15:event:2".to_string(), 15)]);
     h.watermark(100).unwrap();
-    let side: Vec<String> = h.take_side::<String>(fired.id()).unwrap().into_iter().map(|r| r.value).collect();
+    let side: Vec<String> = h
+        .take_side::<String>(fired.id())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
     assert_eq!(side, vec!["b@30:event:2"]);
-    assert_eq!(h.take_watermarks(), vec![14, 15, 15, 100], "watermarks forwarded after timers");
+    assert_eq!(
+        h.take_watermarks(),
+        vec![14, 15, 15, 100],
+        "watermarks forwarded after timers"
+    );
 }
 
 #[test]
@@ -81,21 +110,36 @@ fn processing_time_timers_follow_the_clock() {
     h.set_processing_time(1_099).unwrap();
     assert!(h.take_side::<String>(fired.id()).unwrap().is_empty());
     h.set_processing_time(1_200).unwrap();
-    let side: Vec<String> = h.take_side::<String>(fired.id()).unwrap().into_iter().map(|r| r.value).collect();
+    let side: Vec<String> = h
+        .take_side::<String>(fired.id())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.value)
+        .collect();
     assert_eq!(side, vec!["x@1100:proc:1", "y@1150:proc:1"]);
     h.set_processing_time(5_000).unwrap();
-    assert!(h.take_side::<String>(fired.id()).unwrap().is_empty(), "each timer fires once");
+    assert!(
+        h.take_side::<String>(fired.id()).unwrap().is_empty(),
+        "each timer fires once"
+    );
 }
 
 #[test]
 fn rolling_reduce_per_key() {
     let op = KeyedProcessOperator::new(
         Arc::new(|v: &(String, i64)| v.0.clone()),
-        RollingReduce::new(Arc::new(|a: &(String, i64), b: &(String, i64)| (a.0.clone(), a.1 + b.1))),
+        RollingReduce::new(Arc::new(|a: &(String, i64), b: &(String, i64)| {
+            (a.0.clone(), a.1 + b.1)
+        })),
     );
     let mut h = OperatorHarness::new(Box::new(op), TaskInfo::new("t", "reduce", 0, 1, 128), 0).unwrap();
     h.process(vec![rec("a", 1), rec("b", 10), rec("a", 2)]).unwrap();
-    let sums: Vec<i64> = h.take_values::<(String, i64)>().unwrap().into_iter().map(|v| v.1).collect();
+    let sums: Vec<i64> = h
+        .take_values::<(String, i64)>()
+        .unwrap()
+        .into_iter()
+        .map(|v| v.1)
+        .collect();
     assert_eq!(sums, vec![1, 10, 3]);
 }
 
@@ -104,7 +148,12 @@ fn state_ttl_expires_values() {
     #[derive(Clone)]
     struct LastSeen(ValueStateDescriptor<i64>);
     impl KeyedProcessFunction<String, (String, i64), Option<i64>> for LastSeen {
-        fn process_element(&mut self, v: (String, i64), ctx: &mut KeyedContext<'_, String>, out: &mut Collector<Option<i64>>) -> Result<(), UserError> {
+        fn process_element(
+            &mut self,
+            v: (String, i64),
+            ctx: &mut KeyedContext<'_, String>,
+            out: &mut Collector<Option<i64>>,
+        ) -> Result<(), UserError> {
             out.collect(ctx.state().get(&self.0)?);
             ctx.state().set(&self.0, v.1)?;
             Ok(())
