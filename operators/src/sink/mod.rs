@@ -1,1 +1,6 @@
-//! Filled in by the next commits.
+//! Sinks: stdout, JSON-lines files, in-memory collection (tests) and counting (benchmarks).
+
+pub mod collect;
+pub mod count;
+pub mod json_lines;
+pub mod print;

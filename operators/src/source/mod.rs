@@ -1,1 +1,9 @@
-//! Filled in by the next commits.
+//! Sources: in-memory collections, a deterministic generator, and line-oriented files
+//! (JSON lines, CSV) split into byte ranges that parallel subtasks share.
+
+pub mod collection;
+pub mod file;
+pub mod generator;
+
+#[cfg(test)]
+pub(crate) mod test_support;

@@ -1,0 +1,151 @@
+use super::*;
+use crate::source::test_support::{drain_into, VecOutput};
+use floe_runtime::TaskInfo;
+use proptest::prelude::*;
+use std::io::Write;
+
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+struct Row {
+    id: u64,
+    name: String,
+}
+
+fn info(s: usize, p: usize) -> TaskInfo {
+    let mut i = TaskInfo::new("t", "file", s, p, 128);
+    i.batch_size = 7;
+    i
+}
+
+fn read_all<T: DeserializeOwned + Data>(
+    path: &std::path::Path,
+    format: LineFormat,
+    split_size: u64,
+    p: usize,
+) -> (Vec<T>, Vec<BadRecord>) {
+    let (mut good, mut bad) = (Vec::new(), Vec::new());
+    for s in 0..p {
+        let options = FileSourceOptions {
+            split_size,
+            errors_tag: Some(9),
+            ..Default::default()
+        };
+        let mut src = FileSource::<T>::new(vec![path.to_path_buf()], format.clone(), options);
+        let mut out = VecOutput::default();
+        drain_into(&mut src, info(s, p), &mut out).unwrap();
+        good.extend(out.values::<T>());
+        bad.extend(out.side_values::<BadRecord>());
+    }
+    (good, bad)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+
+    /// Every non-blank line is read exactly once, with its line number, for any split size
+    /// and parallelism.
+    #[test]
+    fn splits_read_every_line_once(
+        lines in prop::collection::vec(prop_oneof![Just(String::new()), "[a-z]{0,3}", "[a-z]{20,60}"], 0..40),
+        trailing_newline in any::<bool>(),
+        split in 1u64..80,
+        p in 1usize..=3,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f.jsonl");
+        // Each line is a JSON string naming its own line number.
+        let text: Vec<String> = lines
+            .iter()
+            .enumerate()
+            .map(|(i, l)| if l.is_empty() { String::new() } else { format!("\"{}:{l}\"", i + 1) })
+            .collect();
+        let mut content = text.join("\n");
+        if trailing_newline && !content.is_empty() {
+            content.push('\n');
+        }
+        std::fs::write(&path, &content).unwrap();
+        let (mut got, bad) = read_all::<String>(&path, LineFormat::JsonLines, split, p);
+        prop_assert!(bad.is_empty());
+        got.sort();
+        let mut expected: Vec<String> = text.iter().filter(|l| !l.is_empty()).map(|l| l.trim_matches('"').to_string()).collect();
+        expected.sort();
+        prop_assert_eq!(got, expected);
+    }
+}
+
+#[test]
+fn malformed_json_lines_are_set_aside_with_their_origin() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.jsonl");
+    let mut f = std::fs::File::create(&path).unwrap();
+    f.write_all(b"{\"id\":1,\"name\":\"a\"}\n").unwrap();
+    f.write_all(b"{\"id\":\"two\",\"name\":\"b\"}\n").unwrap(); // wrong type
+    f.write_all(b"\n").unwrap(); // blank: skipped, still counted
+    f.write_all(b"{\"id\":3,\"name\":\"\xff\xfe\"}\n").unwrap(); // invalid UTF-8
+    f.write_all(b"{oops\n").unwrap(); // bad JSON
+    f.write_all(b"{\"id\":6,\"name\":\"f\"}").unwrap(); // no final newline
+    drop(f);
+    for split in [1, 5, 1_000] {
+        let (good, mut bad) = read_all::<Row>(&path, LineFormat::JsonLines, split, 2);
+        let mut ids: Vec<u64> = good.iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![1, 6]);
+        bad.sort_by_key(|b| b.line);
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![2, 4, 5]);
+        assert!(bad[0].error.contains("invalid type"), "{}", bad[0].error);
+        assert!(bad[1].error.contains("invalid UTF-8"), "{}", bad[1].error);
+        assert_eq!(bad[2].raw, "{oops");
+        assert!(bad.iter().all(|b| b.source.ends_with("rows.jsonl")));
+    }
+
+    let options = FileSourceOptions {
+        fail_on_bad_input: true,
+        ..Default::default()
+    };
+    let mut src = FileSource::<Row>::new(vec![path.clone()], LineFormat::JsonLines, options);
+    let err = drain_into(&mut src, info(0, 1), &mut VecOutput::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("rows.jsonl:2:") && err.contains("invalid type"), "{err}");
+}
+
+#[test]
+fn csv_header_is_read_by_every_split_and_never_emitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("rows.csv");
+    let mut text = String::from("name,id\n");
+    for i in 1..=50 {
+        match i {
+            10 => text.push_str("only-one-field\n"),
+            20 => text.push_str("x,not-a-number\n"),
+            _ => text.push_str(&format!("\"n,{i}\",{i}\n")),
+        }
+    }
+    std::fs::write(&path, text).unwrap();
+    let csv = LineFormat::Csv {
+        has_header: true,
+        delimiter: b',',
+    };
+    for (split, p) in [(1_000, 1), (13, 3), (64, 2)] {
+        let (good, mut bad) = read_all::<Row>(&path, csv.clone(), split, p);
+        let mut ids: Vec<u64> = good.iter().map(|r| r.id).collect();
+        ids.sort();
+        assert_eq!(ids, (1..=50).filter(|i| *i != 10 && *i != 20).collect::<Vec<u64>>());
+        assert!(good.iter().all(|r| r.name == format!("n,{}", r.id)));
+        bad.sort_by_key(|b| b.line);
+        assert_eq!(bad.iter().map(|b| b.line).collect::<Vec<_>>(), vec![11, 21]);
+        assert!(bad[0].error.contains("expected 2 fields, found 1"), "{}", bad[0].error);
+    }
+}
+
+#[test]
+fn missing_file_names_the_path() {
+    let mut src = FileSource::<Row>::new(
+        vec![PathBuf::from("/no/such/dir/input.jsonl")],
+        LineFormat::JsonLines,
+        FileSourceOptions::default(),
+    );
+    let err = drain_into(&mut src, info(0, 1), &mut VecOutput::default())
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("/no/such/dir/input.jsonl"), "{err}");
+}
