@@ -19,6 +19,9 @@ pub enum StateBackendKind {
     Memory,
 }
 
+/// A state's table, the current time and the state's TTL (ms).
+type TableAccess<'a, K, N, S> = (&'a mut Table<K, N, S>, i64, Option<i64>);
+
 struct Registered {
     name: String,
     type_id: TypeId,
@@ -130,7 +133,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         Ok(self.states.len() - 1)
     }
 
-    fn table<N: StateKey, S: Send + 'static>(&mut self, id: usize) -> Result<(&mut Table<K, N, S>, i64, Option<i64>)> {
+    fn table<N: StateKey, S: Send + 'static>(&mut self, id: usize) -> Result<TableAccess<'_, K, N, S>> {
         let now = self.now;
         let s = self.states.get_mut(id).ok_or(StateError::UnknownHandle(id))?;
         let ttl = s.ttl.map(|t| t.millis());
@@ -255,7 +258,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
 
     // ---- list ----
 
-    /// Appends `v` to the list of `key` in `ns`.
+    /// Appends `v` to the list of `key` in `ns`; returns whether the list was new.
     pub fn list_add<V: StateData, N: StateKey>(
         &mut self,
         h: &ListState<V, N>,
@@ -263,13 +266,17 @@ impl<K: StateKey> KeyedStateBackend<K> {
         key: &K,
         ns: &N,
         v: V,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
-        let e = t.get_or_insert_with(kg, key, ns, now, Vec::new);
+        let mut created = false;
+        let e = t.get_or_insert_with(kg, key, ns, now, || {
+            created = true;
+            Vec::new()
+        });
         e.value.push(v);
         e.expires_at = expiry(now, ttl);
-        Ok(())
+        Ok(created)
     }
 
     /// The list of `key` in `ns` (empty if none).

@@ -17,6 +17,6 @@ pub use key_group::{
     assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM,
 };
 pub use state::{
-    AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey, StateTtl, ValueState,
-    VoidNamespace,
+    AggregateFunction, AggregatingState, ListState, MapState, ReduceFn, ReducingState, StateData, StateKey, StateTtl,
+    ValueState, VoidNamespace,
 };

@@ -90,6 +90,9 @@ pub trait AggregateFunction<T>: Send + Sync + 'static {
     fn merge(&self, acc: &mut Self::Acc, other: Self::Acc);
 }
 
+/// The function a [`ReducingState`] folds values with.
+pub type ReduceFn<V> = Arc<dyn Fn(&V, &V) -> V + Send + Sync>;
+
 macro_rules! handle {
     ($(#[$doc:meta])* $name:ident < $($p:ident),* > $(, $extra:ident : $ety:ty)?) => {
         $(#[$doc])*
@@ -134,7 +137,7 @@ handle!(
 );
 handle!(
     /// A value per key that new values are folded into with a reduce function.
-    ReducingState<V>, reduce: Arc<dyn Fn(&V, &V) -> V + Send + Sync>
+    ReducingState<V>, reduce: ReduceFn<V>
 );
 
 /// An accumulator per key that values are added to with an [`AggregateFunction`].

@@ -134,7 +134,7 @@ impl<T, F: AggregateFunction<T>> AggregatingStateDescriptor<T, F> {
     }
 }
 
-fn handle<'d, H: Clone>(cell: &'d OnceCell<H>, register: impl FnOnce() -> StateResult<H>) -> Result<&'d H, UserError> {
+fn handle<H: Clone>(cell: &OnceCell<H>, register: impl FnOnce() -> StateResult<H>) -> Result<&H, UserError> {
     if let Some(h) = cell.get() {
         return Ok(h);
     }
@@ -182,7 +182,8 @@ impl<K: StateKey> KeyedState<'_, K> {
     /// Appends to the list state `d`.
     pub fn list_add<V: StateData>(&mut self, d: &ListStateDescriptor<V>, value: V) -> Result<(), UserError> {
         let h = handle(&d.handle, || self.backend.list_state(&d.name, d.ttl))?;
-        Ok(self.backend.list_add(h, self.kg, self.key, &(), value)?)
+        self.backend.list_add(h, self.kg, self.key, &(), value)?;
+        Ok(())
     }
 
     /// Reads the list state `d`.
