@@ -1,0 +1,293 @@
+//! The execution environment: where a job's sources are created and from which it runs.
+
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use clap::Parser;
+use floe_operators::source::collection::CollectionSource;
+use floe_operators::source::file::{FileSource, FileSourceOptions, LineFormat};
+use floe_operators::source::generator::GeneratorSource;
+use floe_runtime::{
+    Clock, Data, ExecutionConfig, JobHandle, JobResult, NodeKind, SourceFactory, SourceFunction, SystemClock, TaskInfo,
+};
+use serde::de::DeserializeOwned;
+
+use crate::builder::Builder;
+use crate::error::{DslError, Result};
+use crate::options::{EnvOptions, JobConfig};
+use crate::stream::Stream;
+
+#[derive(Parser, Debug)]
+#[command(about = "A Floe job", long_about = None)]
+struct EnvOnlyArgs {
+    #[command(flatten)]
+    options: EnvOptions,
+}
+
+/// Where a job is defined and run (Flink's `StreamExecutionEnvironment`).
+///
+/// ```
+/// use floe_dsl::prelude::*;
+/// let env = Env::local(2);
+/// let out = env.from_collection(vec![1, 2, 3]).map(|x| x * 10).collect();
+/// env.execute("times-ten").unwrap();
+/// let mut v = out.take();
+/// v.sort();
+/// assert_eq!(v, vec![10, 20, 30]);
+/// ```
+#[derive(Clone)]
+pub struct Env {
+    pub(crate) b: Rc<RefCell<Builder>>,
+    clock: Arc<dyn Clock>,
+}
+
+impl Env {
+    /// Parses the process arguments (and `FLOE_*` variables, and `--config FILE`) for the
+    /// options every job has; `--help` prints them and exits. Also starts logging
+    /// (`RUST_LOG`, default `info`).
+    pub fn from_args() -> Result<Env> {
+        let args = match EnvOnlyArgs::try_parse() {
+            Ok(a) => a,
+            Err(e) if !e.use_stderr() => e.exit(),
+            Err(e) => return Err(DslError::Config(e.render().to_string())),
+        };
+        init_logging();
+        Env::from_options(&args.options)
+    }
+
+    /// An environment from options a job parsed itself (with `#[command(flatten)]`).
+    pub fn from_options(options: &EnvOptions) -> Result<Env> {
+        Ok(Env::with_config(options.resolve()?))
+    }
+
+    /// An environment with default options and the given parallelism (for tests and
+    /// examples).
+    pub fn local(parallelism: usize) -> Env {
+        let config = JobConfig {
+            parallelism,
+            ..JobConfig::default()
+        };
+        Env::with_config(config)
+    }
+
+    /// An environment from resolved options.
+    pub fn with_config(config: JobConfig) -> Env {
+        Env {
+            b: Rc::new(RefCell::new(Builder::new(config))),
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// The options in force.
+    pub fn config(&self) -> JobConfig {
+        self.b.borrow().config.clone()
+    }
+
+    /// Changes the default parallelism of operators added from now on.
+    pub fn set_parallelism(&self, parallelism: usize) -> &Self {
+        self.b.borrow_mut().config.parallelism = parallelism;
+        if parallelism == 0 {
+            self.b.borrow_mut().error("parallelism must be at least 1".into());
+        }
+        self
+    }
+
+    /// Replaces the processing-time clock (tests drive processing time with a
+    /// [`ManualClock`](floe_runtime::ManualClock)).
+    pub fn set_clock(&mut self, clock: Arc<dyn Clock>) -> &mut Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Adds a source built per subtask by `factory`.
+    pub fn add_source<T: Data>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        factory: impl Fn(&TaskInfo) -> floe_runtime::Result<Box<dyn SourceFunction>> + Send + Sync + 'static,
+    ) -> Stream<T> {
+        let f: SourceFactory = Arc::new(factory);
+        let node = self.b.borrow_mut().add_node(name, parallelism, NodeKind::Source(f));
+        Stream::new(self.b.clone(), node)
+    }
+
+    /// A stream of the given values, read by one subtask in order (records have no
+    /// timestamp until [`Stream::assign_timestamps`]).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let out = env.from_collection(vec!["a", "b"]).collect();
+    /// env.execute("collection").unwrap();
+    /// assert_eq!(out.take(), vec!["a", "b"]);
+    /// ```
+    pub fn from_collection<T: Data + Sync>(&self, items: impl IntoIterator<Item = T>) -> Stream<T> {
+        let items = Arc::new(items.into_iter().collect::<Vec<T>>());
+        self.add_source("collection", 1, move |_| {
+            Ok(Box::new(CollectionSource::new(items.clone())) as Box<dyn SourceFunction>)
+        })
+    }
+
+    /// A deterministic generator: record `i` is `f(i)` for `i` in `0..count`, spread over
+    /// the parallel subtasks, as fast as possible.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// let n = env.generate(1000, |i| i).count();
+    /// env.execute("generate").unwrap();
+    /// assert_eq!(n.get(), 1000);
+    /// ```
+    pub fn generate<T: Data>(&self, count: u64, f: impl Fn(u64) -> T + Send + Sync + 'static) -> Stream<T> {
+        self.generator(Some(count), None, f)
+    }
+
+    /// Like [`generate`](Self::generate), at most `events_per_second` in total; `count`
+    /// `None` generates forever.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let n = env.generate_with_rate(Some(50), 10_000.0, |i| i).count();
+    /// env.execute("rate").unwrap();
+    /// assert_eq!(n.get(), 50);
+    /// ```
+    pub fn generate_with_rate<T: Data>(
+        &self,
+        count: Option<u64>,
+        events_per_second: f64,
+        f: impl Fn(u64) -> T + Send + Sync + 'static,
+    ) -> Stream<T> {
+        if !(events_per_second > 0.0 && events_per_second.is_finite()) {
+            self.b.borrow_mut().error(format!(
+                "generator rate must be a positive number of events per second, not {events_per_second}"
+            ));
+        }
+        self.generator(count, Some(events_per_second), f)
+    }
+
+    fn generator<T: Data>(
+        &self,
+        count: Option<u64>,
+        rate: Option<f64>,
+        f: impl Fn(u64) -> T + Send + Sync + 'static,
+    ) -> Stream<T> {
+        let f: Arc<dyn Fn(u64) -> T + Send + Sync> = Arc::new(f);
+        let p = self.config().parallelism;
+        self.add_source("generator", p, move |_| {
+            let mut g = GeneratorSource::new(count, f.clone());
+            if let Some(r) = rate {
+                g = g.with_rate(r);
+            }
+            Ok(Box::new(g) as Box<dyn SourceFunction>)
+        })
+    }
+
+    /// Reads JSON documents, one per line, into `T`. Files are split into byte ranges that
+    /// the parallel subtasks share. A line that does not parse goes to
+    /// [`Stream::bad_records`] (with file, line number, text and error) or, if that is not
+    /// used, to the log; with `--fail-on-bad-input` it fails the job.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// #[derive(Clone, Debug, serde::Deserialize)]
+    /// struct Click { user: u32 }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("clicks.jsonl");
+    /// std::fs::write(&path, "{\"user\":1}\nnot json\n{\"user\":2}\n").unwrap();
+    /// let env = Env::local(2);
+    /// let clicks = env.read_json_lines::<Click>(&path);
+    /// let users = clicks.map(|c| c.user).collect();
+    /// let bad = clicks.bad_records().collect();
+    /// env.execute("read").unwrap();
+    /// let mut u = users.take();
+    /// u.sort();
+    /// assert_eq!(u, vec![1, 2]);
+    /// assert_eq!(bad.take()[0].line, 2);
+    /// ```
+    pub fn read_json_lines<T: DeserializeOwned + Data>(&self, path: impl AsRef<Path>) -> Stream<T> {
+        self.read_lines(path.as_ref(), LineFormat::JsonLines, "json-lines")
+    }
+
+    /// Reads a CSV file with a header row into `T` (fields matched by header name); bad rows
+    /// are handled as in [`read_json_lines`](Self::read_json_lines).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// #[derive(Clone, Debug, serde::Deserialize)]
+    /// struct Reading { sensor: String, value: f64 }
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("r.csv");
+    /// std::fs::write(&path, "sensor,value\ns1,0.5\ns2,1.5\n").unwrap();
+    /// let env = Env::local(1);
+    /// let total = env.read_csv::<Reading>(&path).map(|r| r.value).collect();
+    /// env.execute("csv").unwrap();
+    /// assert_eq!(total.take().iter().sum::<f64>(), 2.0);
+    /// ```
+    pub fn read_csv<T: DeserializeOwned + Data>(&self, path: impl AsRef<Path>) -> Stream<T> {
+        self.read_lines(
+            path.as_ref(),
+            LineFormat::Csv {
+                has_header: true,
+                delimiter: b',',
+            },
+            "csv",
+        )
+    }
+
+    fn read_lines<T: DeserializeOwned + Data>(&self, path: &Path, format: LineFormat, kind: &str) -> Stream<T> {
+        let paths: Vec<PathBuf> = vec![path.to_path_buf()];
+        let config = self.config();
+        let errors_tag = Arc::new(AtomicU64::new(0));
+        let tag = errors_tag.clone();
+        let name = format!("{kind}: {}", path.display());
+        let stream = self.add_source(&name, config.parallelism, move |_| {
+            let tag = tag.load(std::sync::atomic::Ordering::SeqCst);
+            let options = FileSourceOptions {
+                fail_on_bad_input: config.fail_on_bad_input,
+                errors_tag: (tag != 0).then_some(tag),
+                ..FileSourceOptions::default()
+            };
+            Ok(Box::new(FileSource::<T>::new(paths.clone(), format.clone(), options)) as Box<dyn SourceFunction>)
+        });
+        stream.set_errors_tag(errors_tag);
+        stream
+    }
+
+    fn execution_config(&self) -> ExecutionConfig {
+        let c = self.config();
+        ExecutionConfig {
+            batch_size: c.batch_size,
+            channel_capacity: c.channel_capacity,
+            chaining: c.chaining,
+            max_parallelism: c.max_parallelism,
+            clock: self.clock.clone(),
+            ..ExecutionConfig::default()
+        }
+    }
+
+    /// Runs the job to its end (bounded sources exhausted, every window fired).
+    pub fn execute(&self, name: &str) -> Result<JobResult> {
+        Ok(self.execute_async(name)?.join()?)
+    }
+
+    /// Starts the job and returns a handle to checkpoint, stop or cancel it.
+    pub fn execute_async(&self, name: &str) -> Result<JobHandle> {
+        let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
+        Ok(floe_runtime::spawn(&graph, &self.execution_config())?)
+    }
+}
+
+/// Starts `tracing` output on stderr, filtered by `RUST_LOG` (default `info`); does nothing
+/// if a subscriber is already installed.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}

@@ -1,0 +1,191 @@
+//! Job options: command-line flags, environment variables (`FLOE_*`) and an optional TOML
+//! file, in that order of precedence, over built-in defaults.
+
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use serde::Deserialize;
+
+use crate::error::{DslError, Result};
+
+/// The options every Floe job accepts. Flatten them into a job's own `clap` parser with
+/// `#[command(flatten)]`, or let [`Env::from_args`](crate::Env::from_args) parse them alone.
+#[derive(Args, Clone, Debug, Default)]
+pub struct EnvOptions {
+    /// Parallel subtasks per operator [default: number of CPU cores]
+    #[arg(long, short = 'p', env = "FLOE_PARALLELISM")]
+    pub parallelism: Option<usize>,
+    /// Number of key groups (upper bound of parallelism; fixed for the life of the state) [default: 128]
+    #[arg(long, env = "FLOE_MAX_PARALLELISM")]
+    pub max_parallelism: Option<u16>,
+    /// Records per batch between tasks [default: 1024]
+    #[arg(long, env = "FLOE_BATCH_SIZE")]
+    pub batch_size: Option<usize>,
+    /// Batches a channel buffers before its producer waits [default: 8]
+    #[arg(long, env = "FLOE_CHANNEL_CAPACITY")]
+    pub channel_capacity: Option<usize>,
+    /// Run every operator in its own task, with a channel between each (for measurement)
+    #[arg(long, env = "FLOE_NO_CHAINING")]
+    pub no_chaining: bool,
+    /// Stop the job at the first malformed input line instead of setting it aside
+    #[arg(long, env = "FLOE_FAIL_ON_BAD_INPUT")]
+    pub fail_on_bad_input: bool,
+    /// TOML file with any of these options (keys as the flags, with `_` for `-`)
+    #[arg(long, env = "FLOE_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// The options as a TOML file gives them.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields)]
+struct FileOptions {
+    parallelism: Option<usize>,
+    max_parallelism: Option<u16>,
+    batch_size: Option<usize>,
+    channel_capacity: Option<usize>,
+    no_chaining: Option<bool>,
+    fail_on_bad_input: Option<bool>,
+}
+
+/// Resolved, validated options.
+#[derive(Clone, Debug)]
+pub struct JobConfig {
+    /// Default parallelism of operators.
+    pub parallelism: usize,
+    /// Number of key groups.
+    pub max_parallelism: u16,
+    /// Records per batch.
+    pub batch_size: usize,
+    /// Channel capacity in batches.
+    pub channel_capacity: usize,
+    /// Whether operators are chained.
+    pub chaining: bool,
+    /// Whether a malformed input line fails the job.
+    pub fail_on_bad_input: bool,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        JobConfig {
+            parallelism: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            max_parallelism: floe_checkpoints::DEFAULT_MAX_PARALLELISM,
+            batch_size: 1024,
+            channel_capacity: 8,
+            chaining: true,
+            fail_on_bad_input: false,
+        }
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileOptions> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| DslError::Config(format!("cannot read config file {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| DslError::Config(format!("config file {} is invalid: {e}", path.display())))
+}
+
+impl EnvOptions {
+    /// Merges flags, environment and file over the defaults, and checks the result.
+    pub fn resolve(&self) -> Result<JobConfig> {
+        let file = match &self.config {
+            Some(p) => read_file(p)?,
+            None => FileOptions::default(),
+        };
+        let d = JobConfig::default();
+        let c = JobConfig {
+            parallelism: self.parallelism.or(file.parallelism).unwrap_or(d.parallelism),
+            max_parallelism: self
+                .max_parallelism
+                .or(file.max_parallelism)
+                .unwrap_or(d.max_parallelism),
+            batch_size: self.batch_size.or(file.batch_size).unwrap_or(d.batch_size),
+            channel_capacity: self
+                .channel_capacity
+                .or(file.channel_capacity)
+                .unwrap_or(d.channel_capacity),
+            chaining: !(self.no_chaining || file.no_chaining.unwrap_or(false)),
+            fail_on_bad_input: self.fail_on_bad_input || file.fail_on_bad_input.unwrap_or(false),
+        };
+        c.validate()?;
+        Ok(c)
+    }
+}
+
+impl JobConfig {
+    /// Checks that the values can run, saying what to change if not.
+    pub fn validate(&self) -> Result<()> {
+        if self.parallelism == 0 {
+            return Err(DslError::Config("--parallelism must be at least 1".into()));
+        }
+        if self.max_parallelism == 0 {
+            return Err(DslError::Config("--max-parallelism must be at least 1".into()));
+        }
+        if self.parallelism > usize::from(self.max_parallelism) {
+            return Err(DslError::Config(format!(
+                "--parallelism {} exceeds --max-parallelism {}: lower the parallelism or raise the max parallelism",
+                self.parallelism, self.max_parallelism
+            )));
+        }
+        if self.batch_size == 0 {
+            return Err(DslError::Config("--batch-size must be at least 1".into()));
+        }
+        if self.channel_capacity == 0 {
+            return Err(DslError::Config("--channel-capacity must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beats_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("floe.toml");
+        std::fs::write(&path, "parallelism = 3\nbatch_size = 10\n").unwrap();
+        let o = EnvOptions {
+            parallelism: Some(2),
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = o.resolve().unwrap();
+        assert_eq!((c.parallelism, c.batch_size, c.channel_capacity), (2, 10, 8));
+    }
+
+    #[test]
+    fn bad_values_say_what_to_change() {
+        let o = EnvOptions {
+            parallelism: Some(0),
+            ..Default::default()
+        };
+        assert!(o
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("--parallelism must be at least 1"));
+        let o = EnvOptions {
+            parallelism: Some(200),
+            ..Default::default()
+        };
+        assert!(o
+            .resolve()
+            .unwrap_err()
+            .to_string()
+            .contains("exceeds --max-parallelism 128"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "paralelism = 3\n").unwrap();
+        let o = EnvOptions {
+            config: Some(path.clone()),
+            ..Default::default()
+        };
+        let e = o.resolve().unwrap_err().to_string();
+        assert!(e.contains("bad.toml") && e.contains("paralelism"), "{e}");
+        let o = EnvOptions {
+            config: Some(dir.path().join("missing.toml")),
+            ..Default::default()
+        };
+        assert!(o.resolve().unwrap_err().to_string().contains("missing.toml"));
+    }
+}

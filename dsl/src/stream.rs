@@ -1,0 +1,425 @@
+//! `Stream<T>`: a typed stream of records and the transformations and sinks on it.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::marker::PhantomData;
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use floe_checkpoints::StateKey;
+use floe_operators::basic::{FilterOperator, FlatMapOperator, IdentityOperator, MapOperator};
+use floe_operators::process::{ProcessFunction, ProcessOperator};
+use floe_operators::sink::collect::{CollectHandle, CollectSink};
+use floe_operators::sink::count::{CountHandle, CountingSink};
+use floe_operators::sink::json_lines::JsonLinesSink;
+use floe_operators::sink::print::PrintSink;
+use floe_operators::source::file::BadRecord;
+use floe_operators::timestamps::{BoundedOutOfOrderness, TimestampsAndWatermarks};
+use floe_operators::OutputTag;
+use floe_runtime::{Data, NodeId, NodeKind, Operator, OperatorFactory, OutputSlot, TaskInfo, Timestamp};
+use serde::Serialize;
+
+use crate::builder::{writer_for, Builder, Ship};
+use crate::keyed::KeyedStream;
+
+thread_local! {
+    /// Error tags of file sources, by builder and node (see `bad_records`).
+    static ERROR_TAGS: RefCell<HashMap<(usize, NodeId), Arc<AtomicU64>>> = RefCell::new(HashMap::new());
+}
+
+/// A stream of records of type `T` (Flink's `DataStream`). Cheap to clone: a stream can feed
+/// several operators, each then sees every record.
+pub struct Stream<T> {
+    pub(crate) b: Rc<RefCell<Builder>>,
+    pub(crate) node: NodeId,
+    pub(crate) slot: OutputSlot,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for Stream<T> {
+    fn clone(&self) -> Self {
+        Stream {
+            b: self.b.clone(),
+            node: self.node,
+            slot: self.slot,
+            _t: PhantomData,
+        }
+    }
+}
+
+/// A sink that was added; its parallelism and name can still be set.
+pub struct Sink {
+    b: Rc<RefCell<Builder>>,
+    node: NodeId,
+}
+
+impl Sink {
+    /// Sets the sink's parallelism.
+    pub fn set_parallelism(self, parallelism: usize) -> Self {
+        self.b.borrow_mut().set_parallelism(self.node, parallelism);
+        self
+    }
+
+    /// Names the sink (in logs and errors).
+    pub fn name(self, name: &str) -> Self {
+        self.b.borrow_mut().set_name(self.node, name);
+        self
+    }
+}
+
+/// A user function from which every subtask gets its own clone. Functions need only be
+/// `Send` (they may hold non-`Sync` caches such as state descriptors); the factory that
+/// clones them must be shared, hence the lock, taken once per subtask at start.
+pub(crate) struct Prototype<P>(Mutex<P>);
+
+impl<P: Clone> Prototype<P> {
+    pub(crate) fn new(p: P) -> Self {
+        Prototype(Mutex::new(p))
+    }
+
+    pub(crate) fn get(&self) -> P {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+pub(crate) fn factory(f: impl Fn(&TaskInfo) -> Box<dyn Operator> + Send + Sync + 'static) -> OperatorFactory {
+    Arc::new(move |info| Ok(f(info)))
+}
+
+impl<T: Data> Stream<T> {
+    pub(crate) fn new(b: Rc<RefCell<Builder>>, node: NodeId) -> Self {
+        Stream {
+            b,
+            node,
+            slot: OutputSlot::Main,
+            _t: PhantomData,
+        }
+    }
+
+    fn builder_id(&self) -> usize {
+        Rc::as_ptr(&self.b) as *const () as usize
+    }
+
+    pub(crate) fn set_errors_tag(&self, tag: Arc<AtomicU64>) {
+        ERROR_TAGS.with(|t| t.borrow_mut().insert((self.builder_id(), self.node), tag));
+    }
+
+    /// Adds an operator fed by this stream over an edge of kind `ship`.
+    pub(crate) fn add_operator<O: Data>(
+        &self,
+        name: &str,
+        parallelism: usize,
+        ship: Ship,
+        route: Option<floe_runtime::Route<T>>,
+        f: OperatorFactory,
+    ) -> Stream<O> {
+        let mut b = self.b.borrow_mut();
+        let node = b.add_node(name, parallelism, NodeKind::Operator(f));
+        b.add_edge(self.node, self.slot, node, 0, ship, writer_for::<T>(route));
+        drop(b);
+        Stream::new(self.b.clone(), node)
+    }
+
+    fn one_to_one<O: Data>(&self, name: &str, f: OperatorFactory) -> Stream<O> {
+        let p = self.b.borrow().config.parallelism;
+        self.add_operator(name, p, Ship::Auto, None, f)
+    }
+
+    fn sink(&self, name: &str, parallelism: usize, f: OperatorFactory) -> Sink {
+        let s: Stream<()> = self.add_operator(name, parallelism, Ship::Auto, None, f);
+        Sink {
+            b: self.b.clone(),
+            node: s.node,
+        }
+    }
+
+    /// Transforms every record.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let out = env.from_collection(vec![1, 2]).map(|x| x + 1).collect();
+    /// env.execute("map").unwrap();
+    /// assert_eq!(out.take(), vec![2, 3]);
+    /// ```
+    pub fn map<O: Data>(&self, f: impl Fn(T) -> O + Send + Sync + 'static) -> Stream<O> {
+        let f = Arc::new(f);
+        self.one_to_one("map", factory(move |_| Box::new(MapOperator::new(f.clone()))))
+    }
+
+    /// Keeps the records for which `f` is true.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let out = env.from_collection(1..=6).filter(|x| x % 3 == 0).collect();
+    /// env.execute("filter").unwrap();
+    /// assert_eq!(out.take(), vec![3, 6]);
+    /// ```
+    pub fn filter(&self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Stream<T> {
+        let f = Arc::new(f);
+        self.one_to_one("filter", factory(move |_| Box::new(FilterOperator::new(f.clone()))))
+    }
+
+    /// Turns every record into zero or more records.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let words = env.from_collection(vec!["a b", "c"]).flat_map(|l| l.split(' ').map(String::from).collect::<Vec<_>>()).collect();
+    /// env.execute("flat_map").unwrap();
+    /// assert_eq!(words.take(), vec!["a", "b", "c"]);
+    /// ```
+    pub fn flat_map<O: Data, I: IntoIterator<Item = O> + 'static>(
+        &self,
+        f: impl Fn(T) -> I + Send + Sync + 'static,
+    ) -> Stream<O> {
+        let f = Arc::new(f);
+        self.one_to_one("flat_map", factory(move |_| Box::new(FlatMapOperator::new(f.clone()))))
+    }
+
+    /// Runs a [`ProcessFunction`] (cloned for every subtask): any number of outputs per
+    /// record, side outputs, access to timestamps and the watermark.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let negative: OutputTag<i32> = OutputTag::new("negative");
+    /// let tag = negative.clone();
+    /// let main = env.from_collection(vec![1, -2, 3]).process(
+    ///     move |v: i32, _ctx: &mut ProcessContext<'_>, out: &mut Collector<i32>| -> Result<(), UserError> {
+    ///         if v < 0 { out.side(&tag, v) } else { out.collect(v) }
+    ///         Ok(())
+    ///     });
+    /// let neg = main.side_output(&negative).collect();
+    /// let pos = main.collect();
+    /// env.execute("process").unwrap();
+    /// assert_eq!((pos.take(), neg.take()), (vec![1, 3], vec![-2]));
+    /// ```
+    pub fn process<O: Data, P: ProcessFunction<T, O> + Clone>(&self, function: P) -> Stream<O> {
+        let prototype = Prototype::new(function);
+        self.one_to_one(
+            "process",
+            factory(move |_| Box::new(ProcessOperator::new(prototype.get()))),
+        )
+    }
+
+    /// The records a process function (or window) emitted on `tag`.
+    pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> Stream<S> {
+        Stream {
+            b: self.b.clone(),
+            node: self.node,
+            slot: OutputSlot::Side(tag.id()),
+            _t: PhantomData,
+        }
+    }
+
+    /// The malformed lines of a file source ([`Env::read_json_lines`](crate::Env::read_json_lines),
+    /// [`Env::read_csv`](crate::Env::read_csv)), with their file, line number, text and error.
+    pub fn bad_records(&self) -> Stream<BadRecord> {
+        let tag: OutputTag<BadRecord> = OutputTag::new("bad-records");
+        let slot = ERROR_TAGS.with(|t| t.borrow().get(&(self.builder_id(), self.node)).cloned());
+        match slot {
+            Some(s) if self.slot == OutputSlot::Main => {
+                let existing = s.load(Ordering::SeqCst);
+                if existing != 0 {
+                    return Stream {
+                        b: self.b.clone(),
+                        node: self.node,
+                        slot: OutputSlot::Side(existing),
+                        _t: PhantomData,
+                    };
+                }
+                s.store(tag.id(), Ordering::SeqCst);
+            }
+            _ => self
+                .b
+                .borrow_mut()
+                .error("bad_records() is only available directly on a file source (read_json_lines, read_csv)".into()),
+        }
+        self.side_output(&tag)
+    }
+
+    /// Sets each record's event timestamp with `f` and generates watermarks by `strategy`.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// use std::time::Duration;
+    /// let env = Env::local(1);
+    /// let counts = env.from_collection(vec![1_000i64, 2_000, 61_000])
+    ///     .assign_timestamps(|ts| *ts, BoundedOutOfOrderness::new(Duration::from_secs(1)))
+    ///     .key_by(|_| 0u8)
+    ///     .window(TumblingEventTimeWindows::of(Duration::from_secs(60)))
+    ///     .aggregate(Count)
+    ///     .map(|w| w.value)
+    ///     .collect();
+    /// env.execute("timestamps").unwrap();
+    /// assert_eq!(counts.take(), vec![2, 1]);
+    /// ```
+    pub fn assign_timestamps(
+        &self,
+        f: impl Fn(&T) -> Timestamp + Send + Sync + 'static,
+        strategy: BoundedOutOfOrderness,
+    ) -> Stream<T> {
+        let f = Arc::new(f);
+        self.one_to_one(
+            "timestamps",
+            factory(move |_| Box::new(TimestampsAndWatermarks::new(f.clone(), strategy))),
+        )
+    }
+
+    /// Partitions the stream by key: records with equal keys go to the same subtask, where
+    /// keyed state and timers are scoped to the key.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// let sums = env.from_collection(vec![("a".to_string(), 1), ("b".to_string(), 2), ("a".to_string(), 3)])
+    ///     .key_by(|v| v.0.clone())
+    ///     .reduce(|x, y| (x.0.clone(), x.1 + y.1))
+    ///     .collect();
+    /// env.execute("key_by").unwrap();
+    /// let mut s = sums.take();
+    /// s.sort();
+    /// let s: Vec<(&str, i32)> = s.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+    /// assert_eq!(s, vec![("a", 1), ("a", 4), ("b", 2)]);
+    /// ```
+    pub fn key_by<K: StateKey>(&self, f: impl Fn(&T) -> K + Send + Sync + 'static) -> KeyedStream<K, T> {
+        KeyedStream::new(self.clone(), Arc::new(f))
+    }
+
+    /// Merges streams of the same type.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// let a = env.from_collection(vec![1, 2]);
+    /// let b = env.from_collection(vec![3]);
+    /// let out = a.union(&[b]).collect();
+    /// env.execute("union").unwrap();
+    /// let mut v = out.take();
+    /// v.sort();
+    /// assert_eq!(v, vec![1, 2, 3]);
+    /// ```
+    pub fn union(&self, others: &[Stream<T>]) -> Stream<T> {
+        let p = self.b.borrow().config.parallelism;
+        let merged: Stream<T> =
+            self.add_operator("union", p, Ship::Auto, None, factory(|_| Box::new(IdentityOperator)));
+        let mut b = self.b.borrow_mut();
+        for o in others {
+            b.add_edge(o.node, o.slot, merged.node, 0, Ship::Auto, writer_for::<T>(None));
+        }
+        drop(b);
+        merged
+    }
+
+    /// Spreads records round robin over the next operator's subtasks.
+    pub fn rebalance(&self) -> Stream<T> {
+        let p = self.b.borrow().config.parallelism;
+        self.add_operator(
+            "rebalance",
+            p,
+            Ship::Rebalance,
+            None,
+            factory(|_| Box::new(IdentityOperator)),
+        )
+    }
+
+    /// Sends every record to every subtask of the next operator.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(3);
+    /// let out = env.from_collection(vec![7]).broadcast().collect();
+    /// env.execute("broadcast").unwrap();
+    /// assert_eq!(out.take(), vec![7, 7, 7]);
+    /// ```
+    pub fn broadcast(&self) -> Stream<T> {
+        let p = self.b.borrow().config.parallelism;
+        self.add_operator(
+            "broadcast",
+            p,
+            Ship::Broadcast,
+            None,
+            factory(|_| Box::new(IdentityOperator)),
+        )
+    }
+
+    /// Sets the parallelism of the operator that produces this stream.
+    pub fn set_parallelism(self, parallelism: usize) -> Self {
+        self.b.borrow_mut().set_parallelism(self.node, parallelism);
+        self
+    }
+
+    /// Names the operator that produces this stream (in logs and errors).
+    pub fn name(self, name: &str) -> Self {
+        self.b.borrow_mut().set_name(self.node, name);
+        self
+    }
+
+    /// Runs the operator that produces this stream in a task of its own, not chained to
+    /// its predecessor.
+    pub fn disable_chaining(self) -> Self {
+        self.b.borrow_mut().disable_chaining(self.node);
+        self
+    }
+
+    /// Adds a custom sink operator built per subtask by `f`.
+    pub fn add_sink(&self, name: &str, f: impl Fn(&TaskInfo) -> Box<dyn Operator> + Send + Sync + 'static) -> Sink {
+        let p = self.b.borrow().config.parallelism;
+        self.sink(name, p, factory(f))
+    }
+
+    /// Collects every value in memory; read them after the job with
+    /// [`CollectHandle::take`]. For tests and examples.
+    pub fn collect(&self) -> CollectHandle<T> {
+        let target = Arc::new(Mutex::new(Vec::new()));
+        let handle = CollectHandle::new(target.clone());
+        let p = self.b.borrow().parallelism(self.node);
+        self.sink(
+            "collect",
+            p,
+            factory(move |_| Box::new(CollectSink::new(target.clone()))),
+        );
+        handle
+    }
+
+    /// Counts records and drops them (for benchmarks).
+    pub fn count(&self) -> CountHandle {
+        let counter = Arc::new(AtomicU64::new(0));
+        let handle = CountHandle::new(counter.clone());
+        let p = self.b.borrow().parallelism(self.node);
+        self.sink(
+            "count",
+            p,
+            factory(move |_| Box::new(CountingSink::new(counter.clone()))),
+        );
+        handle
+    }
+
+    /// Writes every value as one JSON document per line to `path` (one file, written by one
+    /// subtask).
+    pub fn write_json_lines(&self, path: impl AsRef<Path>) -> Sink
+    where
+        T: Serialize,
+    {
+        let path = path.as_ref().to_path_buf();
+        self.sink(
+            &format!("json-lines: {}", path.display()),
+            1,
+            factory(move |_| Box::new(JsonLinesSink::<T>::new(path.clone()))),
+        )
+    }
+
+    /// Prints every value on stdout (`{:?}`), prefixed by the subtask when parallel.
+    pub fn print(&self) -> Sink
+    where
+        T: Debug,
+    {
+        let p = self.b.borrow().parallelism(self.node);
+        self.sink("print", p, factory(|_| Box::new(PrintSink::<T>::new())))
+    }
+}
