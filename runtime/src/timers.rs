@@ -4,7 +4,7 @@
 //! watermark passes) and one for processing time (fired by the task's wakeups). Timers are
 //! keyed state: they carry their key group so that they are snapshotted and rescaled with it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
 use floe_checkpoints::KeyGroup;
@@ -15,7 +15,7 @@ use crate::element::Timestamp;
 /// Timers of one time domain.
 #[derive(Debug)]
 pub struct TimerStore<K, N> {
-    queue: BTreeMap<Timestamp, Vec<(KeyGroup, K, N)>>,
+    queue: BTreeMap<Timestamp, VecDeque<(KeyGroup, K, N)>>,
     registered: HashSet<(Timestamp, K, N)>,
 }
 
@@ -34,7 +34,7 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
         if !self.registered.insert((ts, key.clone(), ns.clone())) {
             return false;
         }
-        self.queue.entry(ts).or_default().push((kg, key.clone(), ns.clone()));
+        self.queue.entry(ts).or_default().push_back((kg, key.clone(), ns.clone()));
         true
     }
 
@@ -54,7 +54,10 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
             }
             let list = entry.get_mut();
             // Fire in registration order within one timestamp.
-            let (kg, k, n) = list.remove(0);
+            let Some((kg, k, n)) = list.pop_front() else {
+                entry.remove();
+                continue;
+            };
             if list.is_empty() {
                 entry.remove();
             }
