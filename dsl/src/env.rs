@@ -48,6 +48,16 @@ impl Env {
     /// Parses the process arguments (and `FLOE_*` variables, and `--config FILE`) for the
     /// options every job has; `--help` prints them and exits. Also starts logging
     /// (`RUST_LOG`, default `info`).
+    ///
+    /// ```no_run
+    /// use floe_dsl::prelude::*;
+    /// fn main() -> Result<(), Box<dyn std::error::Error>> {
+    ///     let env = Env::from_args()?; // e.g. `my-job --parallelism 4`
+    ///     env.generate(10, |i| i).print();
+    ///     env.execute("my-job")?;
+    ///     Ok(())
+    /// }
+    /// ```
     pub fn from_args() -> Result<Env> {
         let args = match EnvOnlyArgs::try_parse() {
             Ok(a) => a,
@@ -59,12 +69,25 @@ impl Env {
     }
 
     /// An environment from options a job parsed itself (with `#[command(flatten)]`).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let options = EnvOptions { parallelism: Some(3), ..Default::default() };
+    /// assert_eq!(Env::from_options(&options).unwrap().config().parallelism, 3);
+    /// let bad = EnvOptions { parallelism: Some(0), ..Default::default() };
+    /// assert!(Env::from_options(&bad).is_err());
+    /// ```
     pub fn from_options(options: &EnvOptions) -> Result<Env> {
         Ok(Env::with_config(options.resolve()?))
     }
 
     /// An environment with default options and the given parallelism (for tests and
     /// examples).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// assert_eq!(Env::local(2).config().parallelism, 2);
+    /// ```
     pub fn local(parallelism: usize) -> Env {
         let config = JobConfig {
             parallelism,
@@ -74,6 +97,12 @@ impl Env {
     }
 
     /// An environment from resolved options.
+    ///
+    /// ```
+    /// use floe_dsl::{Env, JobConfig};
+    /// let env = Env::with_config(JobConfig { parallelism: 2, chaining: false, ..JobConfig::default() });
+    /// assert!(!env.config().chaining);
+    /// ```
     pub fn with_config(config: JobConfig) -> Env {
         Env {
             b: Rc::new(RefCell::new(Builder::new(config))),
@@ -82,11 +111,25 @@ impl Env {
     }
 
     /// The options in force.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// assert_eq!(Env::local(1).config().max_parallelism, 128);
+    /// ```
     pub fn config(&self) -> JobConfig {
         self.b.borrow().config.clone()
     }
 
     /// Changes the default parallelism of operators added from now on.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// env.set_parallelism(3);
+    /// let n = env.generate(30, |i| i).count(); // a generator at parallelism 3
+    /// env.execute("p3").unwrap();
+    /// assert_eq!(n.get(), 30);
+    /// ```
     pub fn set_parallelism(&self, parallelism: usize) -> &Self {
         self.b.borrow_mut().config.parallelism = parallelism;
         if parallelism == 0 {
@@ -97,12 +140,33 @@ impl Env {
 
     /// Replaces the processing-time clock (tests drive processing time with a
     /// [`ManualClock`](floe_runtime::ManualClock)).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// use std::sync::Arc;
+    /// let mut env = Env::local(1);
+    /// env.set_clock(Arc::new(ManualClock::new(1_000)));
+    /// ```
     pub fn set_clock(&mut self, clock: Arc<dyn Clock>) -> &mut Self {
         self.clock = clock;
         self
     }
 
     /// Adds a source built per subtask by `factory`.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// use floe_operators::source::collection::CollectionSource;
+    /// use floe_runtime::SourceFunction;
+    /// use std::sync::Arc;
+    /// let env = Env::local(1);
+    /// let items = Arc::new(vec![1, 2, 3]);
+    /// let out = env
+    ///     .add_source::<i32>("numbers", 1, move |_| Ok(Box::new(CollectionSource::new(items.clone())) as Box<dyn SourceFunction>))
+    ///     .collect();
+    /// env.execute("custom-source").unwrap();
+    /// assert_eq!(out.take(), vec![1, 2, 3]);
+    /// ```
     pub fn add_source<T: Data>(
         &self,
         name: &str,
@@ -270,11 +334,33 @@ impl Env {
     }
 
     /// Runs the job to its end (bounded sources exhausted, every window fired).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// env.generate(100, |i| i).count();
+    /// let result = env.execute("count").unwrap();
+    /// assert_eq!(result.job_name, "count");
+    /// ```
     pub fn execute(&self, name: &str) -> Result<JobResult> {
         Ok(self.execute_async(name)?.join()?)
     }
 
     /// Starts the job and returns a handle to checkpoint, stop or cancel it.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let n = env.generate_with_rate(None, 1_000.0, |i| i).count(); // unbounded
+    /// let job = env.execute_async("forever").unwrap();
+    /// job.trigger_checkpoint();
+    /// while n.get() == 0 {
+    ///     std::thread::yield_now();
+    /// }
+    /// job.stop(); // ends the sources as if their input had ended
+    /// job.join().unwrap();
+    /// assert!(n.get() >= 1);
+    /// ```
     pub fn execute_async(&self, name: &str) -> Result<JobHandle> {
         let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
         Ok(floe_runtime::spawn(&graph, &self.execution_config())?)
@@ -283,6 +369,11 @@ impl Env {
 
 /// Starts `tracing` output on stderr, filtered by `RUST_LOG` (default `info`); does nothing
 /// if a subscriber is already installed.
+///
+/// ```
+/// floe_dsl::init_logging();
+/// floe_dsl::init_logging(); // a second call does nothing
+/// ```
 pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));

@@ -158,6 +158,23 @@ impl<K: StateKey, T: Data> WindowedStream<K, T> {
 
     /// Sends records that arrive after their windows were purged to the side output `tag`
     /// (read it with [`Stream::side_output`] on the window's result stream).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// use std::time::Duration;
+    /// let env = Env::with_config(floe_dsl::JobConfig { parallelism: 1, batch_size: 1, ..Default::default() });
+    /// let late: OutputTag<i64> = OutputTag::new("late");
+    /// let counts = env.from_collection(vec![5_000i64, 20_000, 1_000])
+    ///     .assign_timestamps(|t| *t, BoundedOutOfOrderness::monotonous())
+    ///     .key_by(|_| ())
+    ///     .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
+    ///     .side_output_late_data(&late)
+    ///     .aggregate(Count);
+    /// let too_late = counts.side_output(&late).collect();
+    /// counts.count();
+    /// env.execute("late").unwrap();
+    /// assert_eq!(too_late.take(), vec![1_000]);
+    /// ```
     pub fn side_output_late_data(mut self, tag: &OutputTag<T>) -> Self {
         self.config.late_tag = Some(tag.id());
         self

@@ -85,6 +85,12 @@ fn read_file(path: &Path) -> Result<FileOptions> {
 
 impl EnvOptions {
     /// Merges flags, environment and file over the defaults, and checks the result.
+    ///
+    /// ```
+    /// use floe_dsl::EnvOptions;
+    /// let o = EnvOptions { batch_size: Some(256), ..Default::default() };
+    /// assert_eq!(o.resolve().unwrap().batch_size, 256);
+    /// ```
     pub fn resolve(&self) -> Result<JobConfig> {
         let file = match &self.config {
             Some(p) => read_file(p)?,
@@ -112,6 +118,12 @@ impl EnvOptions {
 
 impl JobConfig {
     /// Checks that the values can run, saying what to change if not.
+    ///
+    /// ```
+    /// use floe_dsl::JobConfig;
+    /// let c = JobConfig { parallelism: 300, ..JobConfig::default() };
+    /// assert!(c.validate().unwrap_err().to_string().contains("--max-parallelism"));
+    /// ```
     pub fn validate(&self) -> Result<()> {
         if self.parallelism == 0 {
             return Err(DslError::Config("--parallelism must be at least 1".into()));

@@ -58,6 +58,15 @@ pub struct Sink {
 
 impl Sink {
     /// Sets the sink's parallelism.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let env = Env::local(2);
+    /// env.generate(10, |i| i).write_json_lines(dir.path().join("out.jsonl")).set_parallelism(1).name("numbers");
+    /// env.execute("sink").unwrap();
+    /// assert_eq!(std::fs::read_to_string(dir.path().join("out.jsonl")).unwrap().lines().count(), 10);
+    /// ```
     pub fn set_parallelism(self, parallelism: usize) -> Self {
         self.b.borrow_mut().set_parallelism(self.node, parallelism);
         self
@@ -208,6 +217,21 @@ impl<T: Data> Stream<T> {
     }
 
     /// The records a process function (or window) emitted on `tag`.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let long: OutputTag<String> = OutputTag::new("long");
+    /// let tag = long.clone();
+    /// let short = env.from_collection(vec!["a".to_string(), "abcdef".to_string()]).process(
+    ///     move |w: String, _: &mut ProcessContext<'_>, out: &mut Collector<String>| -> Result<(), UserError> {
+    ///         if w.len() > 3 { out.side(&tag, w) } else { out.collect(w) }
+    ///         Ok(())
+    ///     });
+    /// let long_words = short.side_output(&long).collect();
+    /// env.execute("side").unwrap();
+    /// assert_eq!(long_words.take(), vec!["abcdef"]);
+    /// ```
     pub fn side_output<S: Data>(&self, tag: &OutputTag<S>) -> Stream<S> {
         Stream {
             b: self.b.clone(),
@@ -219,6 +243,20 @@ impl<T: Data> Stream<T> {
 
     /// The malformed lines of a file source ([`Env::read_json_lines`](crate::Env::read_json_lines),
     /// [`Env::read_csv`](crate::Env::read_csv)), with their file, line number, text and error.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("n.jsonl");
+    /// std::fs::write(&path, "1\ntwo\n3\n").unwrap();
+    /// let env = Env::local(1);
+    /// let numbers = env.read_json_lines::<u32>(&path);
+    /// let bad = numbers.bad_records().collect();
+    /// numbers.count();
+    /// env.execute("bad").unwrap();
+    /// let bad = bad.take();
+    /// assert_eq!((bad[0].line, bad[0].raw.as_str()), (2, "two"));
+    /// ```
     pub fn bad_records(&self) -> Stream<BadRecord> {
         let tag: OutputTag<BadRecord> = OutputTag::new("bad-records");
         let slot = ERROR_TAGS.with(|t| t.borrow().get(&(self.builder_id(), self.node)).cloned());
@@ -317,6 +355,14 @@ impl<T: Data> Stream<T> {
     }
 
     /// Spreads records round robin over the next operator's subtasks.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// let out = env.from_collection(0..10).rebalance().map(|x| x * 2).collect();
+    /// env.execute("rebalance").unwrap();
+    /// assert_eq!(out.take().iter().sum::<i32>(), 90);
+    /// ```
     pub fn rebalance(&self) -> Stream<T> {
         let p = self.b.borrow().config.parallelism;
         self.add_operator(
@@ -349,12 +395,28 @@ impl<T: Data> Stream<T> {
     }
 
     /// Sets the parallelism of the operator that produces this stream.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let out = env.generate(100, |i| i).map(|i| i + 1).set_parallelism(3).count();
+    /// env.execute("p").unwrap();
+    /// assert_eq!(out.get(), 100);
+    /// ```
     pub fn set_parallelism(self, parallelism: usize) -> Self {
         self.b.borrow_mut().set_parallelism(self.node, parallelism);
         self
     }
 
     /// Names the operator that produces this stream (in logs and errors).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// env.from_collection(vec![0]).map(|x: i32| 10 / x).name("divide").count();
+    /// let err = env.execute("named").unwrap_err().to_string();
+    /// assert!(err.contains("operator `divide`"), "{err}");
+    /// ```
     pub fn name(self, name: &str) -> Self {
         self.b.borrow_mut().set_name(self.node, name);
         self
@@ -362,12 +424,32 @@ impl<T: Data> Stream<T> {
 
     /// Runs the operator that produces this stream in a task of its own, not chained to
     /// its predecessor.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let n = env.generate(10, |i| i).map(|i| i).disable_chaining().count();
+    /// env.execute("unchained").unwrap();
+    /// assert_eq!(n.get(), 10);
+    /// ```
     pub fn disable_chaining(self) -> Self {
         self.b.borrow_mut().disable_chaining(self.node);
         self
     }
 
     /// Adds a custom sink operator built per subtask by `f`.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// use floe_operators::sink::count::CountingSink;
+    /// use std::sync::{atomic::AtomicU64, Arc};
+    /// let env = Env::local(1);
+    /// let counter = Arc::new(AtomicU64::new(0));
+    /// let c = counter.clone();
+    /// env.generate(5, |i| i).add_sink("my-sink", move |_| Box::new(CountingSink::new(c.clone())));
+    /// env.execute("custom-sink").unwrap();
+    /// assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 5);
+    /// ```
     pub fn add_sink(&self, name: &str, f: impl Fn(&TaskInfo) -> Box<dyn Operator> + Send + Sync + 'static) -> Sink {
         let p = self.b.borrow().config.parallelism;
         self.sink(name, p, factory(f))
@@ -375,6 +457,14 @@ impl<T: Data> Stream<T> {
 
     /// Collects every value in memory; read them after the job with
     /// [`CollectHandle::take`]. For tests and examples.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let out = env.from_collection(vec!['x', 'y']).collect();
+    /// env.execute("collect").unwrap();
+    /// assert_eq!(out.take(), vec!['x', 'y']);
+    /// ```
     pub fn collect(&self) -> CollectHandle<T> {
         let target = Arc::new(Mutex::new(Vec::new()));
         let handle = CollectHandle::new(target.clone());
@@ -388,6 +478,14 @@ impl<T: Data> Stream<T> {
     }
 
     /// Counts records and drops them (for benchmarks).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// let n = env.generate(1_000, |i| i).filter(|i| i % 2 == 0).count();
+    /// env.execute("count").unwrap();
+    /// assert_eq!(n.get(), 500);
+    /// ```
     pub fn count(&self) -> CountHandle {
         let counter = Arc::new(AtomicU64::new(0));
         let handle = CountHandle::new(counter.clone());
@@ -402,6 +500,16 @@ impl<T: Data> Stream<T> {
 
     /// Writes every value as one JSON document per line to `path` (one file, written by one
     /// subtask).
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let path = dir.path().join("pairs.jsonl");
+    /// let env = Env::local(1);
+    /// env.from_collection(vec![(1, "a".to_string())]).write_json_lines(&path);
+    /// env.execute("write").unwrap();
+    /// assert_eq!(std::fs::read_to_string(&path).unwrap(), "[1,\"a\"]\n");
+    /// ```
     pub fn write_json_lines(&self, path: impl AsRef<Path>) -> Sink
     where
         T: Serialize,
@@ -415,6 +523,13 @@ impl<T: Data> Stream<T> {
     }
 
     /// Prints every value on stdout (`{:?}`), prefixed by the subtask when parallel.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// env.from_collection(vec!["hello"]).print(); // prints "hello" with {:?}
+    /// env.execute("print").unwrap();
+    /// ```
     pub fn print(&self) -> Sink
     where
         T: Debug,
