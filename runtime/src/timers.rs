@@ -34,7 +34,10 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
         if !self.registered.insert((ts, key.clone(), ns.clone())) {
             return false;
         }
-        self.queue.entry(ts).or_default().push_back((kg, key.clone(), ns.clone()));
+        self.queue
+            .entry(ts)
+            .or_default()
+            .push_back((kg, key.clone(), ns.clone()));
         true
     }
 
