@@ -464,26 +464,16 @@ impl<K: StateKey> KeyedStateBackend<K> {
         sources: &[N],
         target: &N,
     ) -> Result<()> {
-        self.check(kg)?;
-        let (t, now, ttl) = self.table::<N, F::Acc>(h.id)?;
-        let mut merged: Option<F::Acc> = None;
-        for ns in sources {
-            if ns == target {
-                continue;
-            }
-            if let Some(acc) = t.remove(kg, key, ns, now) {
-                match merged.as_mut() {
-                    None => merged = Some(acc),
-                    Some(m) => h.function.merge(m, acc),
-                }
-            }
-        }
-        if let Some(acc) = merged {
-            let e = t.get_or_insert_with(kg, key, target, now, || h.function.create_accumulator());
-            h.function.merge(&mut e.value, acc);
-            e.expires_at = expiry(now, ttl);
-        }
-        Ok(())
+        let f = &h.function;
+        self.merge_into(
+            h.id,
+            kg,
+            key,
+            sources,
+            target,
+            || f.create_accumulator(),
+            |acc, other| f.merge(acc, other),
+        )
     }
 
     /// Appends the lists of `sources` to the list of `target` (session windows merging).
@@ -495,19 +485,38 @@ impl<K: StateKey> KeyedStateBackend<K> {
         sources: &[N],
         target: &N,
     ) -> Result<()> {
+        self.merge_into::<N, Vec<V>>(h.id, kg, key, sources, target, Vec::new, |list, mut other| {
+            list.append(&mut other)
+        })
+    }
+
+    /// Removes the entries of `sources` and folds them into `target` (created with `init`).
+    #[allow(clippy::too_many_arguments)]
+    fn merge_into<N: StateKey, S: Send + 'static>(
+        &mut self,
+        id: usize,
+        kg: KeyGroup,
+        key: &K,
+        sources: &[N],
+        target: &N,
+        init: impl FnOnce() -> S,
+        mut combine: impl FnMut(&mut S, S),
+    ) -> Result<()> {
         self.check(kg)?;
-        let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
-        let mut moved = Vec::new();
-        for ns in sources.iter().filter(|ns| *ns != target) {
-            if let Some(mut vs) = t.remove(kg, key, ns, now) {
-                moved.append(&mut vs);
-            }
+        let (t, now, ttl) = self.table::<N, S>(id)?;
+        let moved: Vec<S> = sources
+            .iter()
+            .filter(|ns| *ns != target)
+            .filter_map(|ns| t.remove(kg, key, ns, now))
+            .collect();
+        if moved.is_empty() {
+            return Ok(());
         }
-        if !moved.is_empty() {
-            let e = t.get_or_insert_with(kg, key, target, now, Vec::new);
-            e.value.append(&mut moved);
-            e.expires_at = expiry(now, ttl);
+        let e = t.get_or_insert_with(kg, key, target, now, init);
+        for s in moved {
+            combine(&mut e.value, s);
         }
+        e.expires_at = expiry(now, ttl);
         Ok(())
     }
 

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_checkpoints::{KeyGroupRange, StateBackendKind};
+use floe_checkpoints::{KeyGroupRange, KeyedStateBackend, StateBackendKind, StateKey};
 
 use crate::element::{Batch, CheckpointBarrier, Timestamp, MIN_WATERMARK};
 use crate::error::Result;
@@ -43,6 +43,13 @@ impl TaskInfo {
             state_backend: StateBackendKind::Memory,
             batch_size: 1024,
         }
+    }
+}
+
+impl TaskInfo {
+    /// The keyed state backend of this subtask: its key groups, in the configured backend.
+    pub fn keyed_state_backend<K: StateKey>(&self) -> KeyedStateBackend<K> {
+        KeyedStateBackend::new(self.state_backend.clone(), self.max_parallelism, self.key_group_range)
     }
 }
 

@@ -317,7 +317,11 @@ fn processing_time_windows_fire_while_the_job_runs() {
     env.execute("processing-time").unwrap();
     let windows = windows.take();
     // 600 records at 3,000/s take at least 200 ms: they span at least four 50 ms windows.
-    assert_eq!(windows.iter().map(|w| w.value).sum::<u64>(), 600, "every record counted once");
+    assert_eq!(
+        windows.iter().map(|w| w.value).sum::<u64>(),
+        600,
+        "every record counted once"
+    );
     let starts: std::collections::BTreeSet<i64> = windows.iter().map(|w| w.window.start).collect();
     assert!(starts.len() >= 4, "windows: {starts:?}");
     assert!(windows.iter().all(|w| w.window.end - w.window.start == 50));

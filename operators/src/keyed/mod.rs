@@ -183,11 +183,7 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
-        self.backend = Some(KeyedStateBackend::new(
-            info.state_backend.clone(),
-            info.max_parallelism,
-            info.key_group_range,
-        ));
+        self.backend = Some(info.keyed_state_backend());
         Ok(())
     }
 

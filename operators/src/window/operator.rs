@@ -247,8 +247,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
-        let mut backend =
-            KeyedStateBackend::new(info.state_backend.clone(), info.max_parallelism, info.key_group_range);
+        let mut backend = info.keyed_state_backend();
         self.contents.register(&mut backend)?;
         if self.merging {
             self.sessions = Some(backend.value_state("session-windows", None)?);
