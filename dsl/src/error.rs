@@ -1,6 +1,12 @@
 use thiserror::Error;
 
 /// Errors of building or configuring a job, before it runs, and of running it.
+///
+/// ```
+/// use floe_dsl::{DslError, EnvOptions};
+/// let err = EnvOptions { parallelism: Some(0), ..Default::default() }.resolve().unwrap_err();
+/// assert!(matches!(err, DslError::Config(_)));
+/// ```
 #[derive(Debug, Error)]
 pub enum DslError {
     /// A command-line argument or configuration value is wrong; the message says what to

@@ -13,6 +13,15 @@ use crate::builder::Ship;
 use crate::stream::{factory, Prototype, Stream};
 
 /// A stream partitioned by key (Flink's `KeyedStream`).
+///
+/// ```
+/// use floe_dsl::prelude::*;
+/// let env = Env::local(2);
+/// let keyed: KeyedStream<u32, (u32, u64)> = env.from_collection(vec![(1, 5), (1, 6)]).key_by(|v| v.0);
+/// let out = keyed.reduce(|a, b| (a.0, a.1 + b.1)).collect();
+/// env.execute("keyed").unwrap();
+/// assert_eq!(out.take(), vec![(1, 5), (1, 11)]);
+/// ```
 pub struct KeyedStream<K, T> {
     input: Stream<T>,
     key_fn: Arc<dyn Fn(&T) -> K + Send + Sync>,
@@ -121,6 +130,19 @@ impl<K: StateKey, T: Data> KeyedStream<K, T> {
 }
 
 /// A keyed stream grouped into windows (Flink's `WindowedStream`).
+///
+/// ```
+/// use floe_dsl::prelude::*;
+/// use std::time::Duration;
+/// let env = Env::local(1);
+/// let windowed: WindowedStream<u8, i64> = env.from_collection(vec![1i64, 2, 3])
+///     .assign_timestamps(|t| *t, BoundedOutOfOrderness::monotonous())
+///     .key_by(|_| 0u8)
+///     .window(TumblingEventTimeWindows::of(Duration::from_secs(1)));
+/// let sum = windowed.aggregate(Sum::of(|v: &i64| *v)).map(|w| w.value).collect();
+/// env.execute("windowed").unwrap();
+/// assert_eq!(sum.take(), vec![6]);
+/// ```
 pub struct WindowedStream<K, T> {
     keyed: KeyedStream<K, T>,
     assigner: Arc<dyn WindowAssigner>,

@@ -44,7 +44,7 @@ pub mod prelude {
     pub use floe_operators::aggregate::{Count, Max, Sum};
     pub use floe_operators::keyed::{
         AggregatingStateDescriptor, KeyedContext, KeyedProcessFunction, ListStateDescriptor, MapStateDescriptor,
-        TimeDomain, ValueStateDescriptor,
+        ReducingStateDescriptor, TimeDomain, ValueStateDescriptor,
     };
     pub use floe_operators::process::{ProcessContext, ProcessFunction};
     pub use floe_operators::sink::collect::CollectHandle;

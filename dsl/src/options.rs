@@ -10,6 +10,22 @@ use crate::error::{DslError, Result};
 
 /// The options every Floe job accepts. Flatten them into a job's own `clap` parser with
 /// `#[command(flatten)]`, or let [`Env::from_args`](crate::Env::from_args) parse them alone.
+///
+/// ```
+/// use clap::Parser;
+/// use floe_dsl::EnvOptions;
+/// #[derive(Parser)]
+/// struct MyJob {
+///     #[command(flatten)]
+///     floe: EnvOptions,
+///     /// The job's own flag
+///     #[arg(long, default_value = "in.jsonl")]
+///     input: String,
+/// }
+/// let args = MyJob::parse_from(["my-job", "--parallelism", "2", "--input", "x.jsonl"]);
+/// assert_eq!(args.floe.resolve().unwrap().parallelism, 2);
+/// assert_eq!(args.input, "x.jsonl");
+/// ```
 #[derive(Args, Clone, Debug, Default)]
 pub struct EnvOptions {
     /// Parallel subtasks per operator [default: number of CPU cores]
@@ -48,6 +64,12 @@ struct FileOptions {
 }
 
 /// Resolved, validated options.
+///
+/// ```
+/// use floe_dsl::JobConfig;
+/// let c = JobConfig::default();
+/// assert_eq!((c.max_parallelism, c.batch_size, c.chaining), (128, 1024, true));
+/// ```
 #[derive(Clone, Debug)]
 pub struct JobConfig {
     /// Default parallelism of operators.

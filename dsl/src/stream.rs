@@ -32,6 +32,16 @@ thread_local! {
 
 /// A stream of records of type `T` (Flink's `DataStream`). Cheap to clone: a stream can feed
 /// several operators, each then sees every record.
+///
+/// ```
+/// use floe_dsl::prelude::*;
+/// let env = Env::local(1);
+/// let numbers = env.from_collection(vec![1, 2, 3]);
+/// let doubled = numbers.map(|x| x * 2).collect(); // one stream feeding two operators
+/// let total = numbers.count();
+/// env.execute("fan-out").unwrap();
+/// assert_eq!((doubled.take(), total.get()), (vec![2, 4, 6], 3));
+/// ```
 pub struct Stream<T> {
     pub(crate) b: Rc<RefCell<Builder>>,
     pub(crate) node: NodeId,
@@ -51,6 +61,12 @@ impl<T> Clone for Stream<T> {
 }
 
 /// A sink that was added; its parallelism and name can still be set.
+///
+/// ```
+/// use floe_dsl::prelude::*;
+/// let env = Env::local(1);
+/// let _sink: Sink = env.from_collection(vec![1]).print().name("stdout");
+/// ```
 pub struct Sink {
     b: Rc<RefCell<Builder>>,
     node: NodeId,

@@ -4,7 +4,8 @@
 mod state;
 
 pub use state::{
-    AggregatingStateDescriptor, KeyedState, ListStateDescriptor, MapStateDescriptor, ValueStateDescriptor,
+    AggregatingStateDescriptor, KeyedState, ListStateDescriptor, MapStateDescriptor, ReducingStateDescriptor,
+    ValueStateDescriptor,
 };
 
 use std::marker::PhantomData;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use floe_checkpoints::{
-    AggregateFunction, AggregatingState, KeyGroup, KeyedStateBackend, ListState, MapState, Result as StateResult,
-    StateData, StateKey, StateTtl, ValueState,
+    AggregateFunction, AggregatingState, KeyGroup, KeyedStateBackend, ListState, MapState, ReduceFn, ReducingState,
+    Result as StateResult, StateData, StateKey, StateTtl, ValueState,
 };
 use floe_runtime::UserError;
 
@@ -84,6 +84,54 @@ pub struct MapStateDescriptor<UK, UV> {
     handle: OnceCell<MapState<UK, UV>>,
 }
 descriptor_common!(MapStateDescriptor<UK, UV>);
+
+/// Describes a reducing state: values are folded into one per key with a function.
+///
+/// ```
+/// use floe_operators::keyed::ReducingStateDescriptor;
+/// let max: ReducingStateDescriptor<i64> = ReducingStateDescriptor::new("max", |a, b| *a.max(b));
+/// assert_eq!(max.name(), "max");
+/// ```
+pub struct ReducingStateDescriptor<V> {
+    name: String,
+    ttl: Option<StateTtl>,
+    reduce: ReduceFn<V>,
+    handle: OnceCell<ReducingState<V>>,
+}
+
+impl<V> Clone for ReducingStateDescriptor<V> {
+    fn clone(&self) -> Self {
+        ReducingStateDescriptor {
+            name: self.name.clone(),
+            ttl: self.ttl,
+            reduce: self.reduce.clone(),
+            handle: OnceCell::new(),
+        }
+    }
+}
+
+impl<V> ReducingStateDescriptor<V> {
+    /// A descriptor for the state `name` folding values with `reduce`.
+    pub fn new(name: &str, reduce: impl Fn(&V, &V) -> V + Send + Sync + 'static) -> Self {
+        ReducingStateDescriptor {
+            name: name.to_string(),
+            ttl: None,
+            reduce: Arc::new(reduce),
+            handle: OnceCell::new(),
+        }
+    }
+
+    /// Entries expire `ttl` after their last write.
+    pub fn with_ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = Some(StateTtl::new(ttl));
+        self
+    }
+
+    /// The state's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
 
 /// Describes an aggregating state: values are added to an accumulator per key.
 ///
@@ -236,6 +284,24 @@ impl<K: StateKey> KeyedState<'_, K> {
     ) -> Result<Vec<(UK, UV)>, UserError> {
         let h = handle(&d.handle, || self.backend.map_state(&d.name, d.ttl))?;
         Ok(self.backend.map_entries(h, self.kg, self.key, &())?)
+    }
+
+    /// Folds `value` into the reducing state `d`.
+    pub fn reduce_add<V: StateData>(&mut self, d: &ReducingStateDescriptor<V>, value: V) -> Result<(), UserError> {
+        let reduce = d.reduce.clone();
+        let h = handle(&d.handle, || {
+            self.backend.reducing_state(&d.name, d.ttl, move |a, b| reduce(a, b))
+        })?;
+        Ok(self.backend.reducing_add(h, self.kg, self.key, &(), value)?)
+    }
+
+    /// Reads the reducing state `d`.
+    pub fn reduce_get<V: StateData>(&mut self, d: &ReducingStateDescriptor<V>) -> Result<Option<V>, UserError> {
+        let reduce = d.reduce.clone();
+        let h = handle(&d.handle, || {
+            self.backend.reducing_state(&d.name, d.ttl, move |a, b| reduce(a, b))
+        })?;
+        Ok(self.backend.reducing_get(h, self.kg, self.key, &())?)
     }
 
     /// Adds `value` to the aggregating state `d`.

@@ -169,3 +169,56 @@ fn state_ttl_expires_values() {
     h.process(vec![rec("a", 3)]).unwrap();
     assert_eq!(h.take_values::<Option<i64>>().unwrap(), vec![None, Some(1), None]);
 }
+
+#[test]
+fn list_map_reducing_and_aggregating_state_through_the_context() {
+    #[derive(Clone)]
+    struct All {
+        seen: ListStateDescriptor<i64>,
+        by_parity: MapStateDescriptor<bool, u32>,
+        max: ReducingStateDescriptor<i64>,
+        count: AggregatingStateDescriptor<i64, crate::aggregate::Count>,
+    }
+    impl KeyedProcessFunction<String, (String, i64), String> for All {
+        fn process_element(
+            &mut self,
+            v: (String, i64),
+            ctx: &mut KeyedContext<'_, String>,
+            out: &mut Collector<String>,
+        ) -> Result<(), UserError> {
+            let s = ctx.state();
+            s.list_add(&self.seen, v.1)?;
+            let n = s.map_get(&self.by_parity, &(v.1 % 2 == 0))?.unwrap_or(0);
+            s.map_put(&self.by_parity, v.1 % 2 == 0, n + 1)?;
+            s.reduce_add(&self.max, v.1)?;
+            s.aggregate_add(&self.count, &v.1)?;
+            let mut parity = s.map_entries(&self.by_parity)?;
+            parity.sort();
+            out.collect(format!(
+                "{} seen={:?} parity={parity:?} max={:?} count={:?}",
+                v.0,
+                s.list_get(&self.seen)?,
+                s.reduce_get(&self.max)?,
+                s.aggregate_get(&self.count)?
+            ));
+            Ok(())
+        }
+    }
+    let f = All {
+        seen: ListStateDescriptor::new("seen"),
+        by_parity: MapStateDescriptor::new("parity"),
+        max: ReducingStateDescriptor::new("max", |a: &i64, b: &i64| *a.max(b)),
+        count: AggregatingStateDescriptor::new("count", crate::aggregate::Count),
+    };
+    let op = KeyedProcessOperator::new(Arc::new(|v: &(String, i64)| v.0.clone()), f);
+    let mut h = OperatorHarness::new(Box::new(op), TaskInfo::new("t", "all", 0, 1, 128), 0).unwrap();
+    h.process(vec![rec("a", 3), rec("b", 1), rec("a", 8)]).unwrap();
+    assert_eq!(
+        h.take_values::<String>().unwrap(),
+        vec![
+            "a seen=[3] parity=[(false, 1)] max=Some(3) count=Some(1)",
+            "b seen=[1] parity=[(false, 1)] max=Some(1) count=Some(1)",
+            "a seen=[3, 8] parity=[(false, 1), (true, 1)] max=Some(8) count=Some(2)",
+        ]
+    );
+}
