@@ -1,11 +1,13 @@
 //! The keyed state backend of one operator subtask.
 
 use std::any::TypeId;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange};
 use crate::memory::{AnyTable, Table, NEVER};
+use crate::snapshot::StateSnapshot;
 use crate::state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey, StateTtl, ValueState,
 };
@@ -18,6 +20,9 @@ pub enum StateBackendKind {
     #[default]
     Memory,
 }
+
+/// Prefix of the snapshot blobs of keyed states.
+const STATE_PREFIX: &str = "state/";
 
 /// A state's table, the current time and the state's TTL (ms).
 type TableAccess<'a, K, N, S> = (&'a mut Table<K, N, S>, i64, Option<i64>);
@@ -52,6 +57,9 @@ pub struct KeyedStateBackend<K> {
     now: i64,
     next_purge: i64,
     states: Vec<Registered>,
+    /// Restored entries of states not registered yet, by state name: they are decoded when
+    /// the state is registered and its types are known.
+    pending: HashMap<String, Vec<(KeyGroup, Vec<u8>)>>,
     _key: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -65,6 +73,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
             now: 0,
             next_purge: NEVER,
             states: Vec::new(),
+            pending: HashMap::new(),
             _key: std::marker::PhantomData,
         }
     }
@@ -113,7 +122,34 @@ impl<K: StateKey> KeyedStateBackend<K> {
         self.len() == 0
     }
 
-    fn register<N: StateKey, S: Send + 'static>(&mut self, name: &str, ttl: Option<StateTtl>) -> Result<usize> {
+    /// Adds every live entry to `snapshot`, per key group (blobs named `state/<name>`).
+    pub fn snapshot(&self, snapshot: &mut StateSnapshot) -> Result<()> {
+        for s in &self.states {
+            for kg in self.range.start..self.range.end {
+                if let Some(bytes) = s.table.snapshot_group(kg, self.now)? {
+                    snapshot.add_keyed(kg, &format!("{STATE_PREFIX}{}", s.name), bytes);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Loads the entries of the key groups of this backend from `snapshot` (which may hold
+    /// more key groups: a snapshot taken at another parallelism).
+    pub fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
+        for (kg, blobs) in snapshot.key_groups.range(self.range.start..self.range.end) {
+            for (name, bytes) in blobs {
+                let Some(state) = name.strip_prefix(STATE_PREFIX) else { continue };
+                match self.states.iter_mut().find(|s| s.name == state) {
+                    Some(s) => s.table.restore_group(*kg, bytes)?,
+                    None => self.pending.entry(state.to_string()).or_default().push((*kg, bytes.clone())),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn register<N: StateKey, S: StateData>(&mut self, name: &str, ttl: Option<StateTtl>) -> Result<usize> {
         let type_id = TypeId::of::<Table<K, N, S>>();
         if let Some(i) = self.states.iter().position(|s| s.name == name) {
             if self.states[i].type_id != type_id {
@@ -121,11 +157,15 @@ impl<K: StateKey> KeyedStateBackend<K> {
             }
             return Ok(i);
         }
+        let mut table = Table::<K, N, S>::new(self.range);
+        for (kg, bytes) in self.pending.remove(name).unwrap_or_default() {
+            table.restore_group(kg, &bytes)?;
+        }
         self.states.push(Registered {
             name: name.to_string(),
             type_id,
             ttl,
-            table: Box::new(Table::<K, N, S>::new(self.range)),
+            table: Box::new(table),
         });
         if let Some(t) = ttl {
             self.next_purge = self.next_purge.min(self.now.saturating_add(t.millis()));

@@ -17,6 +17,10 @@ pub enum StateError {
         /// The range this backend owns.
         range: String,
     },
+    /// State could not be encoded or decoded (a snapshot written by an incompatible version,
+    /// or corrupted).
+    #[error("state serialization: {0}")]
+    Serialization(String),
     /// A handle was used with a backend that did not create it.
     #[error("state handle #{0} does not belong to this backend")]
     UnknownHandle(usize),

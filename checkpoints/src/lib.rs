@@ -9,10 +9,12 @@ mod backend;
 mod error;
 mod key_group;
 mod memory;
+mod snapshot;
 mod state;
 
 pub use backend::{KeyedStateBackend, StateBackendKind};
 pub use error::{Result, StateError};
+pub use snapshot::{decode, encode, StateSnapshot};
 pub use key_group::{
     assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM,
 };

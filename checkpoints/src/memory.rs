@@ -5,8 +5,10 @@ use std::hash::{Hash, Hasher};
 
 use hashbrown::{Equivalent, HashMap};
 
+use crate::error::Result;
 use crate::key_group::{KeyGroup, KeyGroupRange};
-use crate::state::StateKey;
+use crate::snapshot::{decode, encode};
+use crate::state::{StateData, StateKey};
 
 /// Expiry time meaning "never".
 pub(crate) const NEVER: i64 = i64::MAX;
@@ -113,9 +115,13 @@ pub(crate) trait AnyTable: Send {
     fn purge_expired(&mut self, now: i64) -> usize;
     /// Number of stored entries, expired or not.
     fn len(&self) -> usize;
+    /// The live entries of key group `kg`, encoded; `None` if there are none.
+    fn snapshot_group(&self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>>;
+    /// Adds the entries of a blob made by `snapshot_group`.
+    fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()>;
 }
 
-impl<K: StateKey, N: StateKey, S: Send + 'static> AnyTable for Table<K, N, S> {
+impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
     fn as_any_mut(&mut self) -> &mut dyn Any {
         self
     }
@@ -132,5 +138,27 @@ impl<K: StateKey, N: StateKey, S: Send + 'static> AnyTable for Table<K, N, S> {
 
     fn len(&self) -> usize {
         self.groups.iter().map(|g| g.len()).sum()
+    }
+
+    fn snapshot_group(&self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>> {
+        let i = usize::from(kg.wrapping_sub(self.range.start));
+        let entries: Vec<(&K, &N, &S, i64)> = self.groups[i]
+            .iter()
+            .filter(|(_, e)| e.expires_at > now)
+            .map(|((k, n), e)| (k, n, &e.value, e.expires_at))
+            .collect();
+        if entries.is_empty() {
+            return Ok(None);
+        }
+        encode(&entries).map(Some)
+    }
+
+    fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()> {
+        let entries: Vec<(K, N, S, i64)> = decode(bytes)?;
+        let group = self.group(kg);
+        for (k, n, value, expires_at) in entries {
+            group.insert((k, n), Entry { value, expires_at });
+        }
+        Ok(())
     }
 }
