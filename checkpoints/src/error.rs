@@ -21,6 +21,9 @@ pub enum StateError {
     /// or corrupted).
     #[error("state serialization: {0}")]
     Serialization(String),
+    /// Checkpoint storage failed or holds something unreadable.
+    #[error("checkpoint storage: {0}")]
+    Storage(String),
     /// A handle was used with a backend that did not create it.
     #[error("state handle #{0} does not belong to this backend")]
     UnknownHandle(usize),

@@ -11,10 +11,12 @@ mod key_group;
 mod memory;
 mod snapshot;
 mod state;
+mod storage;
 
 pub use backend::{KeyedStateBackend, StateBackendKind};
 pub use error::{Result, StateError};
 pub use snapshot::{decode, encode, StateSnapshot};
+pub use storage::{CheckpointStorage, Manifest, RestoredCheckpoint, StateFile};
 pub use key_group::{
     assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM,
 };
