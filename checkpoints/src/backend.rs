@@ -139,10 +139,16 @@ impl<K: StateKey> KeyedStateBackend<K> {
     pub fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
         for (kg, blobs) in snapshot.key_groups.range(self.range.start..self.range.end) {
             for (name, bytes) in blobs {
-                let Some(state) = name.strip_prefix(STATE_PREFIX) else { continue };
+                let Some(state) = name.strip_prefix(STATE_PREFIX) else {
+                    continue;
+                };
                 match self.states.iter_mut().find(|s| s.name == state) {
                     Some(s) => s.table.restore_group(*kg, bytes)?,
-                    None => self.pending.entry(state.to_string()).or_default().push((*kg, bytes.clone())),
+                    None => self
+                        .pending
+                        .entry(state.to_string())
+                        .or_default()
+                        .push((*kg, bytes.clone())),
                 }
             }
         }

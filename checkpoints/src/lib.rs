@@ -15,12 +15,12 @@ mod storage;
 
 pub use backend::{KeyedStateBackend, StateBackendKind};
 pub use error::{Result, StateError};
-pub use snapshot::{decode, encode, StateSnapshot};
-pub use storage::{CheckpointStorage, Manifest, RestoredCheckpoint, StateFile};
 pub use key_group::{
     assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM,
 };
+pub use snapshot::{decode, encode, StateSnapshot};
 pub use state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReduceFn, ReducingState, StateData, StateKey, StateTtl,
     ValueState, VoidNamespace,
 };
+pub use storage::{CheckpointStorage, Manifest, RestoredCheckpoint, StateFile};

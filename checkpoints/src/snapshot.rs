@@ -46,9 +46,12 @@ impl StateSnapshot {
 
     /// The keyed blobs called `name`, by key group.
     pub fn keyed<'a>(&'a self, name: &'a str) -> impl Iterator<Item = (KeyGroup, &'a [u8])> + 'a {
-        self.key_groups
-            .iter()
-            .flat_map(move |(kg, blobs)| blobs.iter().filter(move |(n, _)| n == name).map(move |(_, b)| (*kg, b.as_slice())))
+        self.key_groups.iter().flat_map(move |(kg, blobs)| {
+            blobs
+                .iter()
+                .filter(move |(n, _)| n == name)
+                .map(move |(_, b)| (*kg, b.as_slice()))
+        })
     }
 
     /// Size in bytes of what the snapshot carries.

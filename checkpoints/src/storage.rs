@@ -143,6 +143,16 @@ impl CheckpointStorage {
         })
     }
 
+    /// Copies a state file of checkpoint `from` into checkpoint `to` (the state of a task
+    /// that finished before `to` was taken).
+    pub fn copy_state(&self, from: u64, to: u64, file: &StateFile) -> Result<StateFile> {
+        let dir = self.chk_dir(to);
+        fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        let src = self.chk_dir(from).join(&file.file);
+        fs::copy(&src, dir.join(&file.file)).map_err(io(format!("copying {}", src.display())))?;
+        Ok(file.clone())
+    }
+
     /// Completes a checkpoint by writing its manifest, then drops checkpoints beyond the
     /// newest `retain` complete ones (and older incomplete ones).
     pub fn complete(&self, manifest: &Manifest) -> Result<()> {
@@ -258,7 +268,12 @@ mod tests {
         st.write_state(5, 0, 0, &snapshot(5)).unwrap();
         let f = st.chk_dir(4).join("0-0.state");
         let len = fs::metadata(&f).unwrap().len();
-        fs::OpenOptions::new().write(true).open(&f).unwrap().set_len(len / 2).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&f)
+            .unwrap()
+            .set_len(len / 2)
+            .unwrap();
         let r = st.latest().unwrap().unwrap();
         assert_eq!(r.manifest.checkpoint_id, 3);
         assert_eq!(r.snapshots[&(0, 0)], snapshot(3));

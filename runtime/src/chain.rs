@@ -1,5 +1,7 @@
 //! Operator chains: operators of one task that call each other directly, with no channel.
 
+use floe_checkpoints::StateSnapshot;
+
 use crate::element::{Batch, CheckpointBarrier, Message, Timestamp};
 use crate::error::{Result, RuntimeError};
 use crate::operator::{Operator, OperatorContext, Output};
@@ -62,24 +64,44 @@ impl LinkOutput {
         self.next.as_ref().and_then(|n| n.next_wakeup())
     }
 
-    /// Snapshots the chained successors and forwards the barrier on every edge.
-    pub(crate) fn on_barrier(&mut self, barrier: &CheckpointBarrier) -> Result<()> {
+    /// Snapshots the chained successors into `acc` and forwards the barrier on every edge.
+    pub(crate) fn on_barrier(&mut self, barrier: &CheckpointBarrier, acc: &mut Vec<TaskSnapshot>) -> Result<()> {
         let b = *barrier;
         self.broadcast(&move || Message::Barrier(b))?;
         match &mut self.next {
-            Some(next) => next.on_barrier(barrier),
+            Some(next) => next.on_barrier(barrier, acc),
             None => Ok(()),
         }
     }
 
-    /// End of input: finish the chained successors, then end every edge.
-    pub(crate) fn finish(&mut self) -> Result<()> {
+    /// Tells the chained successors that checkpoint `id` completed.
+    pub(crate) fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        match &mut self.next {
+            Some(next) => next.notify_checkpoint_complete(id),
+            None => Ok(()),
+        }
+    }
+
+    /// End of data: finish the chained successors (they emit what they hold), then announce
+    /// it on every edge.
+    pub(crate) fn end_of_data(&mut self) -> Result<()> {
         if let Some(next) = &mut self.next {
-            next.finish()?;
+            next.end_of_data()?;
+        }
+        self.broadcast(&|| Message::EndOfData)
+    }
+
+    /// End of stream on every edge of this link and its successors.
+    pub(crate) fn end_of_stream(&mut self) -> Result<()> {
+        if let Some(next) = &mut self.next {
+            next.out.end_of_stream()?;
         }
         self.broadcast(&|| Message::EndOfStream)
     }
 }
+
+/// One subtask's part of a checkpoint: (node, subtask, state).
+pub(crate) type TaskSnapshot = (usize, usize, StateSnapshot);
 
 impl Output for LinkOutput {
     fn emit(&mut self, batch: Batch) -> Result<()> {
@@ -202,15 +224,24 @@ impl Link {
         }
     }
 
-    pub(crate) fn on_barrier(&mut self, barrier: &CheckpointBarrier) -> Result<()> {
+    pub(crate) fn on_barrier(&mut self, barrier: &CheckpointBarrier, acc: &mut Vec<TaskSnapshot>) -> Result<()> {
         let op = &mut self.op;
-        guarded(&mut self.ctx, |ctx| op.snapshot_state(barrier, ctx))?;
-        self.out.on_barrier(barrier)
+        let snapshot = guarded(&mut self.ctx, |ctx| op.snapshot_state(barrier, ctx))?;
+        let info = self.ctx.info();
+        acc.push((info.node, info.subtask_index, snapshot));
+        self.out.on_barrier(barrier, acc)
     }
 
-    pub(crate) fn finish(&mut self) -> Result<()> {
+    pub(crate) fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        let op = &mut self.op;
+        guarded(&mut self.ctx, |ctx| op.notify_checkpoint_complete(id, ctx))?;
+        self.out.notify_checkpoint_complete(id)
+    }
+
+    /// All inputs ended their data: the operator emits what it holds.
+    pub(crate) fn end_of_data(&mut self) -> Result<()> {
         let (op, out) = (&mut self.op, &mut self.out);
         guarded(&mut self.ctx, |ctx| op.finish(ctx, out))?;
-        self.out.finish()
+        self.out.end_of_data()
     }
 }

@@ -112,6 +112,8 @@ pub enum Message {
     Idle,
     /// A checkpoint barrier.
     Barrier(CheckpointBarrier),
+    /// No more records will come on this channel (a final checkpoint barrier may follow).
+    EndOfData,
     /// The channel ends: no more elements.
     EndOfStream,
 }
@@ -123,6 +125,7 @@ impl fmt::Debug for Message {
             Message::Watermark(w) => write!(f, "Watermark({w})"),
             Message::Idle => write!(f, "Idle"),
             Message::Barrier(b) => write!(f, "Barrier({})", b.id),
+            Message::EndOfData => write!(f, "EndOfData"),
             Message::EndOfStream => write!(f, "EndOfStream"),
         }
     }

@@ -1,4 +1,5 @@
-//! Turns a job graph into running tasks: chaining, channels, threads, failure handling.
+//! Turns a job graph into running tasks: chaining, channels, threads, restore, the
+//! checkpoint coordinator, and failure handling.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -6,17 +7,20 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{bounded, Sender};
-use floe_checkpoints::{KeyGroupRange, StateBackendKind, DEFAULT_MAX_PARALLELISM};
+use crossbeam_channel::{bounded, unbounded, Sender};
+use floe_checkpoints::{
+    CheckpointStorage, KeyGroupRange, RestoredCheckpoint, StateBackendKind, StateSnapshot, DEFAULT_MAX_PARALLELISM,
+};
 use tracing::{info, info_span, warn};
 
 use crate::chain::{panic_message, Link, LinkOutput};
+use crate::coordinator::{CheckpointConfig, Coordinator, Request};
 use crate::element::{CheckpointBarrier, Message};
 use crate::error::{Result, RuntimeError};
 use crate::graph::{JobGraph, NodeId, NodeKind, OutputSlot, ShipStrategy};
 use crate::operator::{OperatorContext, TaskInfo};
 use crate::route::EdgeWriter;
-use crate::task::{Control, InputChannel, OperatorTask, SourceTask};
+use crate::task::{Control, InputChannel, OperatorTask, SourceTask, TaskLink};
 use crate::time::{Clock, SystemClock};
 
 /// How a job is executed.
@@ -34,6 +38,9 @@ pub struct ExecutionConfig {
     pub state_backend: StateBackendKind,
     /// Processing time.
     pub clock: Arc<dyn Clock>,
+    /// Checkpoints, if the job takes them; the job restores from the newest complete one
+    /// in their directory.
+    pub checkpoints: Option<CheckpointConfig>,
 }
 
 impl Default for ExecutionConfig {
@@ -45,6 +52,7 @@ impl Default for ExecutionConfig {
             max_parallelism: DEFAULT_MAX_PARALLELISM,
             state_backend: StateBackendKind::Memory,
             clock: Arc::new(SystemClock),
+            checkpoints: None,
         }
     }
 }
@@ -58,6 +66,10 @@ pub struct JobResult {
     pub duration: Duration,
     /// Number of tasks (threads) the job ran.
     pub tasks: usize,
+    /// The checkpoint the job restored from, if any.
+    pub restored_from: Option<u64>,
+    /// The id of the last completed checkpoint, if any.
+    pub last_checkpoint: Option<u64>,
 }
 
 /// A running job.
@@ -65,33 +77,50 @@ pub struct JobHandle {
     name: String,
     started: Instant,
     threads: Vec<(String, JoinHandle<Result<()>>)>,
-    controls: Vec<Sender<Control>>,
+    coordinator: Option<JoinHandle<Result<()>>>,
+    sources: Vec<Sender<Control>>,
+    /// Control channels of all tasks, kept open for the life of the job.
+    _controls: Vec<Sender<Control>>,
+    requests: Option<Sender<Request>>,
     cancel: Arc<AtomicBool>,
     next_checkpoint: AtomicU64,
+    completed: Arc<AtomicU64>,
+    restored_from: Option<u64>,
     clock: Arc<dyn Clock>,
 }
 
 impl JobHandle {
-    /// Injects checkpoint barrier `n` at every source; returns `n`. Barriers flow through the
-    /// graph in band and are aligned at every operator with several inputs.
+    /// Starts a checkpoint: with checkpoints configured, the coordinator takes one as soon
+    /// as none is in flight; without, barrier `n` is injected at every source and flows
+    /// through the graph (aligned at every operator with several inputs). Returns `n` in
+    /// the second case, 0 in the first.
     pub fn trigger_checkpoint(&self) -> u64 {
+        if let Some(r) = &self.requests {
+            let _ = r.send(Request::Trigger);
+            return 0;
+        }
         let id = self.next_checkpoint.fetch_add(1, Ordering::SeqCst);
         let barrier = CheckpointBarrier {
             id,
             timestamp: self.clock.now(),
             is_savepoint: false,
         };
-        for c in &self.controls {
+        for c in &self.sources {
             // A source that already finished has dropped its receiver: nothing to do there.
             let _ = c.send(Control::Barrier(barrier));
         }
         id
     }
 
-    /// Stops the sources as if their input had ended: windows fire, sinks flush, the job
-    /// finishes normally.
+    /// The id of the newest completed checkpoint (0 if none).
+    pub fn last_checkpoint(&self) -> u64 {
+        self.completed.load(Ordering::SeqCst)
+    }
+
+    /// Stops the sources as if their input had ended: windows fire, sinks flush (and, with
+    /// checkpoints, commit after a final checkpoint), the job finishes normally.
     pub fn stop(&self) {
-        for c in &self.controls {
+        for c in &self.sources {
             let _ = c.send(Control::Stop);
         }
     }
@@ -107,22 +136,31 @@ impl JobHandle {
         let mut root: Option<RuntimeError> = None;
         let mut cancelled = false;
         let tasks = self.threads.len();
+        let mut record = |r: Result<()>| match r {
+            Ok(()) => {}
+            Err(e) if e.is_cancellation() => cancelled = true,
+            Err(e) => {
+                if root.is_none() {
+                    root = Some(e);
+                }
+            }
+        };
         for (name, t) in self.threads {
-            let r = t.join().unwrap_or_else(|p| {
+            record(t.join().unwrap_or_else(|p| {
                 Err(RuntimeError::Panic(format!(
                     "task {name}: {}",
                     panic_message(p.as_ref())
                 )))
-            });
-            match r {
-                Ok(()) => {}
-                Err(e) if e.is_cancellation() => cancelled = true,
-                Err(e) => {
-                    if root.is_none() {
-                        root = Some(e);
-                    }
-                }
-            }
+            }));
+        }
+        if let Some(c) = self.coordinator {
+            self.cancel.store(true, Ordering::SeqCst);
+            record(c.join().unwrap_or_else(|p| {
+                Err(RuntimeError::Panic(format!(
+                    "checkpoint coordinator: {}",
+                    panic_message(p.as_ref())
+                )))
+            }));
         }
         if let Some(e) = root {
             return Err(e);
@@ -132,10 +170,13 @@ impl JobHandle {
         }
         let duration = self.started.elapsed();
         info!(job = %self.name, ?duration, "job finished");
+        let last = self.completed.load(Ordering::SeqCst);
         Ok(JobResult {
             job_name: self.name,
             duration,
             tasks,
+            restored_from: self.restored_from,
+            last_checkpoint: (last > 0).then_some(last),
         })
     }
 }
@@ -166,6 +207,35 @@ fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Optio
         .collect()
 }
 
+/// Opens the checkpoint storage and finds the checkpoint to restore from.
+fn restore_point(
+    graph: &JobGraph,
+    config: &CheckpointConfig,
+) -> Result<(CheckpointStorage, Option<RestoredCheckpoint>)> {
+    let storage = CheckpointStorage::new(&config.dir, config.retain)?;
+    let restored = storage.latest()?;
+    if let Some(r) = &restored {
+        for s in &r.skipped {
+            warn!("skipping checkpoint that cannot be restored: {s}");
+        }
+        if r.manifest.parallelism.len() != graph.nodes.len() {
+            return Err(RuntimeError::InvalidGraph(format!(
+                "checkpoint {} in {} was taken by a job with {} operators, this one has {}: use another checkpoint directory",
+                r.manifest.checkpoint_id,
+                config.dir.display(),
+                r.manifest.parallelism.len(),
+                graph.nodes.len()
+            )));
+        }
+        info!(
+            checkpoint = r.manifest.checkpoint_id,
+            bytes = r.manifest.size(),
+            "restoring from checkpoint"
+        );
+    }
+    Ok((storage, restored))
+}
+
 /// Starts `graph` and returns a handle to the running job.
 pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     graph.validate()?;
@@ -182,6 +252,13 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             n.name, n.parallelism, config.max_parallelism
         )));
     }
+    let (storage, restored) = match &config.checkpoints {
+        Some(c) => {
+            let (s, r) = restore_point(graph, c)?;
+            (Some(s), r)
+        }
+        None => (None, None),
+    };
     let pred = chained_predecessors(graph, config);
     let mut successor: Vec<Option<NodeId>> = vec![None; graph.nodes.len()];
     for (n, p) in pred.iter().enumerate() {
@@ -217,13 +294,22 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     }
 
     let cancel = Arc::new(AtomicBool::new(false));
+    let (report_tx, report_rx) = unbounded();
+    let reports = storage.as_ref().map(|_| report_tx);
+    let mut task_controls: Vec<Sender<Control>> = Vec::new();
+    let mut source_tasks: Vec<usize> = Vec::new();
     let mut handle = JobHandle {
         name: graph.name.clone(),
         started: Instant::now(),
         threads: Vec::new(),
-        controls: Vec::new(),
+        coordinator: None,
+        sources: Vec::new(),
+        _controls: Vec::new(),
+        requests: None,
         cancel: cancel.clone(),
         next_checkpoint: AtomicU64::new(1),
+        completed: Arc::new(AtomicU64::new(0)),
+        restored_from: restored.as_ref().map(|r| r.manifest.checkpoint_id),
         clock: config.clock.clone(),
     };
 
@@ -232,6 +318,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         TaskInfo {
             job_name: graph.name.clone(),
             operator_name: n.name.clone(),
+            node,
             subtask_index: i,
             parallelism: n.parallelism,
             max_parallelism: config.max_parallelism,
@@ -239,6 +326,20 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             state_backend: config.state_backend.clone(),
             batch_size: config.batch_size,
         }
+    };
+    let context_for = |info: TaskInfo| {
+        let mut ctx = OperatorContext::new(info, config.clock.clone());
+        if let Some(r) = &restored {
+            let i = ctx.info();
+            let part = StateSnapshot::for_subtask(
+                &r.node_snapshots(i.node),
+                i.key_group_range,
+                i.subtask_index,
+                i.parallelism,
+            );
+            ctx.set_restored_state(part);
+        }
+        ctx
     };
 
     // The output of `node` at subtask `i`: its chained successor or its edge writers.
@@ -251,9 +352,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             if e.from != node {
                 continue;
             }
-            let Some(tx) = senders.remove(&(ei, i)) else {
-                continue;
-            };
+            let Some(tx) = senders.remove(&(ei, i)) else { continue };
             let w: Box<dyn EdgeWriter> = e.writer.create(tx, i, config.batch_size);
             match e.slot {
                 OutputSlot::Main => out.main.push(w),
@@ -288,26 +387,27 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                 let out = build_output(node, i, next.take());
                 next = Some(Box::new(Link {
                     op,
-                    ctx: OperatorContext::new(info, config.clock.clone()),
+                    ctx: context_for(info),
                     out,
                 }));
             }
-            let info = info_for(head.id, i);
             let out = build_output(head.id, i, next);
-            let ctx = OperatorContext::new(info, config.clock.clone());
+            let ctx = context_for(info_for(head.id, i));
+            let (ctl_tx, ctl_rx) = unbounded();
+            let link = TaskLink {
+                id: task_controls.len(),
+                cancel: cancel.clone(),
+                control: ctl_rx,
+                reports: reports.clone(),
+            };
+            task_controls.push(ctl_tx.clone());
             let span = info_span!("task", job = %graph.name, operator = %chain_name, subtask = i);
             let runner: Box<dyn FnOnce() -> Result<()> + Send> = match &head.kind {
                 NodeKind::Source(factory) => {
                     let source = factory(ctx.info())?;
-                    let (ctl_tx, ctl_rx) = crossbeam_channel::unbounded();
-                    handle.controls.push(ctl_tx);
-                    let task = SourceTask {
-                        source,
-                        ctx,
-                        out,
-                        control: ctl_rx,
-                        cancel: cancel.clone(),
-                    };
+                    source_tasks.push(link.id);
+                    handle.sources.push(ctl_tx);
+                    let task = SourceTask { source, ctx, out, link };
                     Box::new(move || task.run())
                 }
                 NodeKind::Operator(factory) => {
@@ -316,7 +416,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                     let task = OperatorTask {
                         inputs,
                         head: Link { op, ctx, out },
-                        cancel: cancel.clone(),
+                        link,
                     };
                     Box::new(move || task.run())
                 }
@@ -343,6 +443,37 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                 .map_err(|e| RuntimeError::external("spawning a task thread", e))?;
             handle.threads.push((name, t));
         }
+    }
+
+    handle._controls = task_controls.clone();
+    if let (Some(storage), Some(cfg)) = (storage, &config.checkpoints) {
+        let (req_tx, req_rx) = unbounded();
+        handle.requests = Some(req_tx);
+        let coordinator = Coordinator {
+            job: graph.name.clone(),
+            config: cfg.clone(),
+            storage,
+            parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
+            next_id: handle.restored_from.map_or(1, |id| id + 1),
+            clock: config.clock.clone(),
+            reports: report_rx,
+            requests: req_rx,
+            tasks: task_controls,
+            sources: source_tasks,
+            cancel: cancel.clone(),
+            completed: handle.completed.clone(),
+        };
+        let t = std::thread::Builder::new()
+            .name("checkpoints".into())
+            .spawn(move || {
+                let r = coordinator.run();
+                if r.is_err() {
+                    cancel.store(true, Ordering::SeqCst);
+                }
+                r
+            })
+            .map_err(|e| RuntimeError::external("spawning the checkpoint coordinator", e))?;
+        handle.coordinator = Some(t);
     }
     Ok(handle)
 }

@@ -66,9 +66,22 @@ pub struct OperatorHarness {
 
 impl OperatorHarness {
     /// Opens `op` as the subtask described by `info`, with processing time at `start`.
-    pub fn new(mut op: Box<dyn Operator>, info: TaskInfo, start: Timestamp) -> Result<Self> {
+    pub fn new(op: Box<dyn Operator>, info: TaskInfo, start: Timestamp) -> Result<Self> {
+        Self::restored(op, info, start, None)
+    }
+
+    /// Like [`new`](Self::new), restoring the operator from `snapshot`.
+    pub fn restored(
+        mut op: Box<dyn Operator>,
+        info: TaskInfo,
+        start: Timestamp,
+        snapshot: Option<floe_checkpoints::StateSnapshot>,
+    ) -> Result<Self> {
         let clock = ManualClock::new(start);
         let mut ctx = OperatorContext::new(info, Arc::new(clock.clone()));
+        if let Some(s) = snapshot {
+            ctx.set_restored_state(s);
+        }
         op.open(&mut ctx)?;
         Ok(OperatorHarness {
             op,
@@ -104,8 +117,8 @@ impl OperatorHarness {
         Ok(())
     }
 
-    /// Delivers a checkpoint barrier.
-    pub fn snapshot(&mut self, id: u64) -> Result<()> {
+    /// Delivers a checkpoint barrier; returns what the operator snapshotted.
+    pub fn snapshot(&mut self, id: u64) -> Result<floe_checkpoints::StateSnapshot> {
         let b = CheckpointBarrier {
             id,
             timestamp: self.clock_now(),
@@ -117,6 +130,11 @@ impl OperatorHarness {
     fn clock_now(&self) -> Timestamp {
         use crate::time::Clock;
         self.clock.now()
+    }
+
+    /// Tells the operator that checkpoint `id` completed.
+    pub fn notify_checkpoint_complete(&mut self, id: u64) -> Result<()> {
+        self.op.notify_checkpoint_complete(id, &mut self.ctx)
     }
 
     /// Ends the input.

@@ -12,6 +12,7 @@
 
 mod align;
 mod chain;
+mod coordinator;
 mod element;
 mod error;
 mod executor;
@@ -24,6 +25,7 @@ mod time;
 mod timers;
 
 pub use align::{BarrierAligner, BarrierOutcome, WatermarkUpdate, WatermarkValve};
+pub use coordinator::CheckpointConfig;
 pub use element::{
     downcast_batch, Batch, BatchData, CheckpointBarrier, Data, Message, Record, Timestamp, MAX_WATERMARK,
     MIN_WATERMARK, NO_TIMESTAMP,

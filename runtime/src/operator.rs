@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_checkpoints::{KeyGroupRange, KeyedStateBackend, StateBackendKind, StateKey};
+use floe_checkpoints::{KeyGroupRange, KeyedStateBackend, StateBackendKind, StateKey, StateSnapshot};
 
 use crate::element::{Batch, CheckpointBarrier, Timestamp, MIN_WATERMARK};
 use crate::error::Result;
@@ -16,6 +16,8 @@ pub struct TaskInfo {
     pub job_name: String,
     /// Name of the operator.
     pub operator_name: String,
+    /// The operator's node in the job graph (stable across runs of the same job).
+    pub node: usize,
     /// Index of this subtask, from 0.
     pub subtask_index: usize,
     /// Number of parallel subtasks of the operator.
@@ -36,6 +38,7 @@ impl TaskInfo {
         TaskInfo {
             job_name: job_name.to_string(),
             operator_name: operator_name.to_string(),
+            node: 0,
             subtask_index: index,
             parallelism,
             max_parallelism,
@@ -60,6 +63,7 @@ pub struct OperatorContext {
     clock: Arc<dyn Clock>,
     watermark: Timestamp,
     next_wakeup: Option<Timestamp>,
+    restored: Option<StateSnapshot>,
 }
 
 impl OperatorContext {
@@ -70,7 +74,19 @@ impl OperatorContext {
             clock,
             watermark: MIN_WATERMARK,
             next_wakeup: None,
+            restored: None,
         }
+    }
+
+    /// The state this subtask restores from (in `open`), when the job was restored from a
+    /// checkpoint: its key groups' keyed state and its share of the operator state.
+    pub fn restored_state(&self) -> Option<&StateSnapshot> {
+        self.restored.as_ref()
+    }
+
+    /// Sets the state to restore from (the runtime does this before `open`).
+    pub fn set_restored_state(&mut self, snapshot: StateSnapshot) {
+        self.restored = Some(snapshot);
     }
 
     /// Who this subtask is.
@@ -165,9 +181,10 @@ pub trait Operator: Send {
     }
 
     /// Takes this operator's part of checkpoint `barrier.id`; called when the barrier has
-    /// arrived on every input and before it is forwarded.
-    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<()> {
-        Ok(())
+    /// arrived on every input and before it is forwarded. What it returns is stored with the
+    /// checkpoint and handed back through [`OperatorContext::restored_state`] on restore.
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::default())
     }
 
     /// Checkpoint `id` completed on every task.
@@ -202,10 +219,11 @@ pub trait SourceFunction: Send {
     /// Emits up to one batch on `out`.
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus>;
 
-    /// Records the source's position for checkpoint `barrier.id`; the barrier is emitted
-    /// right after.
-    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<()> {
-        Ok(())
+    /// Records the source's position for checkpoint `barrier.id` (as operator-state items,
+    /// dealt round robin when restored at another parallelism); the barrier is emitted right
+    /// after.
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        Ok(StateSnapshot::default())
     }
 
     /// Checkpoint `id` completed on every task.

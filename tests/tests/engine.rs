@@ -151,9 +151,13 @@ impl Operator for BarrierSink {
         Ok(())
     }
 
-    fn snapshot_state(&mut self, barrier: &CheckpointBarrier, _: &mut OperatorContext) -> floe_runtime::Result<()> {
+    fn snapshot_state(
+        &mut self,
+        barrier: &CheckpointBarrier,
+        _: &mut OperatorContext,
+    ) -> floe_runtime::Result<floe_checkpoints::StateSnapshot> {
         self.seen.lock().unwrap().push((self.index, barrier.id));
-        Ok(())
+        Ok(Default::default())
     }
 }
 

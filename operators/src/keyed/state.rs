@@ -89,7 +89,7 @@ descriptor_common!(MapStateDescriptor<UK, UV>);
 ///
 /// ```
 /// use floe_operators::keyed::ReducingStateDescriptor;
-/// let max: ReducingStateDescriptor<i64> = ReducingStateDescriptor::new("max", |a, b| *a.max(b));
+/// let max = ReducingStateDescriptor::new("max", |a: &i64, b: &i64| *a.max(b));
 /// assert_eq!(max.name(), "max");
 /// ```
 pub struct ReducingStateDescriptor<V> {

@@ -5,6 +5,7 @@ use std::io::{BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
+use floe_checkpoints::StateSnapshot;
 use floe_runtime::{
     downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, RuntimeError,
 };
@@ -84,8 +85,9 @@ impl<T: Data + Serialize> Operator for JsonLinesSink<T> {
         Ok(())
     }
 
-    fn snapshot_state(&mut self, _: &CheckpointBarrier, _: &mut OperatorContext) -> Result<()> {
-        self.flush()
+    fn snapshot_state(&mut self, _: &CheckpointBarrier, _: &mut OperatorContext) -> Result<StateSnapshot> {
+        self.flush()?;
+        Ok(StateSnapshot::default())
     }
 
     fn finish(&mut self, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {

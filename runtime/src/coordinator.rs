@@ -1,0 +1,220 @@
+//! The checkpoint coordinator: triggers checkpoints at the sources, collects every task's
+//! acknowledgement with its state, writes the state in the background (the tasks go on),
+//! completes the checkpoint with its manifest, and tells every task.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use floe_checkpoints::{CheckpointStorage, Manifest, StateFile};
+use tracing::{info, warn};
+
+use crate::element::CheckpointBarrier;
+use crate::error::{Result, RuntimeError};
+use crate::task::{Control, Report};
+use crate::time::Clock;
+
+/// When and where checkpoints are taken.
+#[derive(Clone, Debug)]
+pub struct CheckpointConfig {
+    /// Directory of the job's checkpoints (the job restores from the newest one in it).
+    pub dir: std::path::PathBuf,
+    /// Time between checkpoints; `None` takes only the final one and those asked for.
+    pub interval: Option<Duration>,
+    /// A checkpoint not complete after this long is abandoned.
+    pub timeout: Duration,
+    /// Least time between the end of one checkpoint and the start of the next.
+    pub min_pause: Duration,
+    /// Complete checkpoints kept.
+    pub retain: usize,
+}
+
+impl CheckpointConfig {
+    /// Checkpoints in `dir` every `interval`, with the default timeout (60 s), pause (0) and
+    /// retention (3).
+    pub fn new(dir: impl Into<std::path::PathBuf>, interval: Option<Duration>) -> Self {
+        CheckpointConfig {
+            dir: dir.into(),
+            interval,
+            timeout: Duration::from_secs(60),
+            min_pause: Duration::ZERO,
+            retain: 3,
+        }
+    }
+}
+
+/// Requests to the coordinator from the job handle.
+#[derive(Debug)]
+pub(crate) enum Request {
+    /// Take a checkpoint now.
+    Trigger,
+}
+
+struct Pending {
+    barrier: CheckpointBarrier,
+    started: Instant,
+    acked: Vec<bool>,
+    /// State files written so far, by task.
+    files: Vec<Vec<StateFile>>,
+    is_final: bool,
+}
+
+/// The running coordinator's inputs and what it drives.
+pub(crate) struct Coordinator {
+    pub(crate) job: String,
+    pub(crate) config: CheckpointConfig,
+    pub(crate) storage: CheckpointStorage,
+    pub(crate) parallelism: Vec<usize>,
+    pub(crate) next_id: u64,
+    pub(crate) clock: Arc<dyn Clock>,
+    pub(crate) reports: Receiver<Report>,
+    pub(crate) requests: Receiver<Request>,
+    /// Control channels of every task, by task id.
+    pub(crate) tasks: Vec<Sender<Control>>,
+    /// Task ids of the sources.
+    pub(crate) sources: Vec<usize>,
+    pub(crate) cancel: Arc<AtomicBool>,
+    pub(crate) completed: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Coordinator {
+    pub(crate) fn run(mut self) -> Result<()> {
+        let mut pending: Option<Pending> = None;
+        let mut ended = vec![false; self.tasks.len()];
+        let mut finished = vec![false; self.tasks.len()];
+        // The state files of every task in the newest complete checkpoint: a task that has
+        // finished contributes them unchanged to later checkpoints.
+        let mut last_files: Vec<Vec<StateFile>> = vec![Vec::new(); self.tasks.len()];
+        let mut last_complete: Option<u64> = None;
+        let mut final_wanted = false;
+        let mut asked = false;
+        let mut last_done = Instant::now();
+        let mut next_due = self.config.interval.map(|i| Instant::now() + i);
+        loop {
+            if self.cancel.load(Ordering::Relaxed) {
+                return Ok(());
+            }
+            // Trigger when due, or when every source has ended (the final checkpoint).
+            let now = Instant::now();
+            if pending.is_none() && now >= last_done + self.config.min_pause {
+                let due = next_due.is_some_and(|d| now >= d);
+                if due || final_wanted || asked {
+                    pending = Some(self.trigger(final_wanted));
+                    asked = false;
+                    next_due = self.config.interval.map(|i| now + i);
+                }
+            }
+            if let Some(p) = &pending {
+                if p.started.elapsed() > self.config.timeout {
+                    warn!(checkpoint = p.barrier.id, "checkpoint timed out; abandoned");
+                    let was_final = p.is_final;
+                    pending = None;
+                    final_wanted |= was_final;
+                    last_done = Instant::now();
+                }
+            }
+            let wait = next_due
+                .map(|d| d.saturating_duration_since(Instant::now()))
+                .unwrap_or(Duration::from_millis(50))
+                .min(Duration::from_millis(50));
+            if let Ok(Request::Trigger) = self.requests.try_recv() {
+                asked = true;
+            }
+            match self.reports.recv_timeout(wait) {
+                Ok(Report::SourceEnded { task }) => {
+                    ended[task] = true;
+                    if self.sources.iter().all(|s| ended[*s]) {
+                        final_wanted = true;
+                    }
+                }
+                Ok(Report::Ack { id, task, states }) => {
+                    let Some(p) = pending.as_mut().filter(|p| p.barrier.id == id) else {
+                        continue; // an abandoned checkpoint
+                    };
+                    for (node, subtask, snapshot) in states {
+                        p.files[task].push(self.storage.write_state(id, node, subtask, &snapshot)?);
+                    }
+                    p.acked[task] = true;
+                }
+                Ok(Report::Finished { task }) => {
+                    finished[task] = true;
+                    if finished.iter().all(|f| *f) {
+                        return Ok(());
+                    }
+                }
+                Err(RecvTimeoutError::Timeout) => {}
+                // Every task has ended.
+                Err(RecvTimeoutError::Disconnected) => return Ok(()),
+            }
+            let complete = pending
+                .as_ref()
+                .is_some_and(|p| p.acked.iter().zip(&finished).all(|(a, f)| *a || *f));
+            if complete {
+                let mut done = pending
+                    .take()
+                    .ok_or_else(|| RuntimeError::Internal("no pending checkpoint".into()))?;
+                for ((acked, files), last) in done.acked.iter().zip(done.files.iter_mut()).zip(&last_files) {
+                    if !acked {
+                        // Finished before this checkpoint: its last state stands.
+                        let from = last_complete
+                            .ok_or_else(|| RuntimeError::Internal("finished task without state".into()))?;
+                        for f in last {
+                            files.push(self.storage.copy_state(from, done.barrier.id, f)?);
+                        }
+                    }
+                }
+                last_files.clone_from(&done.files);
+                last_complete = Some(done.barrier.id);
+                let is_final = done.is_final;
+                self.complete(done)?;
+                last_done = Instant::now();
+                if is_final {
+                    return Ok(());
+                }
+            }
+        }
+    }
+
+    fn trigger(&mut self, is_final: bool) -> Pending {
+        let barrier = CheckpointBarrier {
+            id: self.next_id,
+            timestamp: self.clock.now(),
+            is_savepoint: false,
+        };
+        self.next_id += 1;
+        for s in &self.sources {
+            let _ = self.tasks[*s].send(Control::Barrier(barrier));
+        }
+        Pending {
+            barrier,
+            started: Instant::now(),
+            acked: vec![false; self.tasks.len()],
+            files: vec![Vec::new(); self.tasks.len()],
+            is_final,
+        }
+    }
+
+    fn complete(&mut self, p: Pending) -> Result<()> {
+        let manifest = Manifest {
+            job: self.job.clone(),
+            checkpoint_id: p.barrier.id,
+            timestamp: p.barrier.timestamp,
+            is_savepoint: p.barrier.is_savepoint,
+            parallelism: self.parallelism.clone(),
+            files: p.files.into_iter().flatten().collect(),
+        };
+        self.storage.complete(&manifest)?;
+        self.completed.store(p.barrier.id, Ordering::SeqCst);
+        info!(
+            checkpoint = p.barrier.id,
+            bytes = manifest.size(),
+            ms = p.started.elapsed().as_millis() as u64,
+            "checkpoint complete"
+        );
+        for t in &self.tasks {
+            let _ = t.send(Control::CheckpointComplete(p.barrier.id));
+        }
+        Ok(())
+    }
+}
