@@ -5,8 +5,10 @@ use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
+use floe_checkpoints::{decode, encode, StateSnapshot};
 use floe_runtime::{
-    downcast_batch, Batch, Data, Operator, OperatorContext, Output, Result, Timestamp, MAX_WATERMARK, MIN_WATERMARK,
+    downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, Timestamp,
+    MAX_WATERMARK, MIN_WATERMARK,
 };
 
 fn millis(d: Duration) -> i64 {
@@ -89,6 +91,18 @@ impl<T, F> TimestampsAndWatermarks<T, F> {
 
 impl<T: Data, F: Fn(&T) -> Timestamp + Send + Sync + 'static> Operator for TimestampsAndWatermarks<T, F> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        // Restored at another parallelism, several old subtasks' progress may land here:
+        // the least of them never runs ahead of what any of them had seen.
+        if let Some(s) = ctx.restored_state() {
+            let seen: Vec<Timestamp> = s
+                .operator
+                .iter()
+                .map(|b| decode(b))
+                .collect::<std::result::Result<_, _>>()?;
+            if let Some(min) = seen.into_iter().min() {
+                self.max_ts = min;
+            }
+        }
         self.last_data = ctx.processing_time();
         if let Some(idle) = self.strategy.idle_ms {
             ctx.request_wakeup(self.last_data.saturating_add(idle));
@@ -122,6 +136,13 @@ impl<T: Data, F: Fn(&T) -> Timestamp + Send + Sync + 'static> Operator for Times
             out.emit_watermark(wm)?;
         }
         Ok(())
+    }
+
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        Ok(StateSnapshot {
+            operator: vec![encode(&self.max_ts)?],
+            ..StateSnapshot::default()
+        })
     }
 
     fn on_watermark(&mut self, watermark: Timestamp, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {

@@ -7,8 +7,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::hash::Hash;
 
-use floe_checkpoints::KeyGroup;
+use std::collections::BTreeMap as Groups;
+
+use floe_checkpoints::{decode, encode, KeyGroup, StateSnapshot};
 use hashbrown::HashSet;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::element::Timestamp;
 
@@ -95,6 +99,37 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
     }
 }
 
+impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned, N: Hash + Eq + Clone + Serialize + DeserializeOwned>
+    TimerStore<K, N>
+{
+    /// Adds the registered timers to `snapshot`, per key group, as blobs called `name`.
+    pub fn snapshot_into(&self, name: &str, snapshot: &mut StateSnapshot) -> crate::Result<()> {
+        let mut groups: Groups<KeyGroup, Vec<(Timestamp, &K, &N)>> = Groups::new();
+        for (ts, list) in &self.queue {
+            for (kg, k, n) in list {
+                if self.registered.contains(&(*ts, k.clone(), n.clone())) {
+                    groups.entry(*kg).or_default().push((*ts, k, n));
+                }
+            }
+        }
+        for (kg, timers) in groups {
+            snapshot.add_keyed(kg, name, encode(&timers)?);
+        }
+        Ok(())
+    }
+
+    /// Registers the timers of the blobs called `name` in `snapshot`.
+    pub fn restore_from(&mut self, name: &str, snapshot: &StateSnapshot) -> crate::Result<()> {
+        for (kg, bytes) in snapshot.keyed(name) {
+            let timers: Vec<(Timestamp, K, N)> = decode(bytes)?;
+            for (ts, k, n) in timers {
+                self.register(ts, kg, &k, &n);
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Event-time and processing-time timers of a keyed operator.
 #[derive(Debug)]
 pub struct TimerService<K, N> {
@@ -102,6 +137,22 @@ pub struct TimerService<K, N> {
     pub event_time: TimerStore<K, N>,
     /// Fired when processing time passes them.
     pub processing_time: TimerStore<K, N>,
+}
+
+impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned, N: Hash + Eq + Clone + Serialize + DeserializeOwned>
+    TimerService<K, N>
+{
+    /// Adds both kinds of timers to `snapshot`.
+    pub fn snapshot_into(&self, snapshot: &mut StateSnapshot) -> crate::Result<()> {
+        self.event_time.snapshot_into("timers/event", snapshot)?;
+        self.processing_time.snapshot_into("timers/processing", snapshot)
+    }
+
+    /// Restores both kinds of timers from `snapshot`.
+    pub fn restore_from(&mut self, snapshot: &StateSnapshot) -> crate::Result<()> {
+        self.event_time.restore_from("timers/event", snapshot)?;
+        self.processing_time.restore_from("timers/processing", snapshot)
+    }
 }
 
 impl<K, N> Default for TimerService<K, N> {

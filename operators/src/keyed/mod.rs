@@ -11,13 +11,43 @@ pub use state::{
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use floe_checkpoints::{assign_key_group, KeyGroup, KeyedStateBackend, StateData, StateKey};
+use floe_checkpoints::{assign_key_group, KeyGroup, KeyedStateBackend, StateData, StateKey, StateSnapshot};
 use floe_runtime::{
-    downcast_batch, Batch, Data, Operator, OperatorContext, Output, Result, RuntimeError, TaskInfo, TimerService,
-    Timestamp, UserError, NO_TIMESTAMP,
+    downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, RuntimeError, TaskInfo,
+    TimerService, Timestamp, UserError, NO_TIMESTAMP,
 };
 
 use crate::collector::Collector;
+
+/// Restores a keyed operator's state and timers from the checkpoint it is restored from, if
+/// any, and arms its processing-time timers.
+pub(crate) fn restore_keyed<K: StateKey, N: StateKey>(
+    ctx: &mut OperatorContext,
+    backend: &mut KeyedStateBackend<K>,
+    timers: &mut TimerService<K, N>,
+) -> Result<()> {
+    if let Some(snapshot) = ctx.restored_state() {
+        backend.restore(snapshot)?;
+        timers.restore_from(snapshot)?;
+    }
+    if let Some(next) = timers.processing_time.next_timestamp() {
+        ctx.request_wakeup(next);
+    }
+    Ok(())
+}
+
+/// A keyed operator's part of a checkpoint: its state and timers per key group.
+pub(crate) fn snapshot_keyed<K: StateKey, N: StateKey>(
+    backend: Option<&KeyedStateBackend<K>>,
+    timers: &TimerService<K, N>,
+) -> Result<StateSnapshot> {
+    let mut snapshot = StateSnapshot::default();
+    if let Some(b) = backend {
+        b.snapshot(&mut snapshot)?;
+    }
+    timers.snapshot_into(&mut snapshot)?;
+    Ok(snapshot)
+}
 
 /// The time domain a timer fired in.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -184,8 +214,14 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
-        self.backend = Some(info.keyed_state_backend());
+        let mut backend = info.keyed_state_backend();
+        restore_keyed(ctx, &mut backend, &mut self.timers)?;
+        self.backend = Some(backend);
         Ok(())
+    }
+
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        snapshot_keyed(self.backend.as_ref(), &self.timers)
     }
 
     fn process_batch(

@@ -2,7 +2,8 @@
 
 use std::sync::Arc;
 
-use floe_runtime::{Data, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus};
+use floe_checkpoints::{decode, encode, StateSnapshot};
+use floe_runtime::{CheckpointBarrier, Data, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus};
 
 /// Emits the items of a collection; subtask `i` of `p` emits items `i, i + p, ...` in order.
 ///
@@ -14,8 +15,8 @@ use floe_runtime::{Data, OperatorContext, Output, Record, Result, SourceFunction
 /// ```
 pub struct CollectionSource<T> {
     items: Arc<Vec<T>>,
-    next: usize,
-    step: usize,
+    /// Index sequences still to emit: (next, step), dealt out on a restore.
+    sequences: Vec<(u64, u64)>,
 }
 
 impl<T> CollectionSource<T> {
@@ -23,30 +24,50 @@ impl<T> CollectionSource<T> {
     pub fn new(items: Arc<Vec<T>>) -> Self {
         CollectionSource {
             items,
-            next: 0,
-            step: 1,
+            sequences: Vec::new(),
         }
     }
 }
 
 impl<T: Data + Sync> SourceFunction for CollectionSource<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        self.next = ctx.info().subtask_index;
-        self.step = ctx.info().parallelism.max(1);
+        let (index, p) = (ctx.info().subtask_index as u64, ctx.info().parallelism.max(1) as u64);
+        self.sequences = match ctx.restored_state() {
+            Some(s) => s
+                .operator
+                .iter()
+                .map(|b| decode(b))
+                .collect::<std::result::Result<_, _>>()?,
+            None => vec![(index, p)],
+        };
         Ok(())
     }
 
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus> {
-        if self.next >= self.items.len() {
+        let len = self.items.len() as u64;
+        self.sequences.retain(|(next, _)| *next < len);
+        let Some((next, step)) = self.sequences.first_mut() else {
             return Ok(SourceStatus::Finished);
-        }
+        };
         let max = ctx.info().batch_size.max(1);
         let mut batch = Vec::with_capacity(max.min(self.items.len()));
-        while batch.len() < max && self.next < self.items.len() {
-            batch.push(Record::untimed(self.items[self.next].clone()));
-            self.next += self.step;
+        while batch.len() < max && *next < len {
+            batch.push(Record::untimed(self.items[*next as usize].clone()));
+            *next += *step;
         }
         out.emit(Box::new(batch))?;
         Ok(SourceStatus::More)
+    }
+
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        let operator = self
+            .sequences
+            .iter()
+            .map(encode)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(StateSnapshot {
+            operator,
+            ..StateSnapshot::default()
+        })
     }
 }

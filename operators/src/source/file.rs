@@ -11,7 +11,10 @@ use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::marker::PhantomData;
 use std::path::PathBuf;
 
-use floe_runtime::{Data, OperatorContext, Output, Record, Result, RuntimeError, SourceFunction, SourceStatus};
+use floe_checkpoints::{decode, encode, StateSnapshot};
+use floe_runtime::{
+    CheckpointBarrier, Data, OperatorContext, Output, Record, Result, RuntimeError, SourceFunction, SourceStatus,
+};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
@@ -68,13 +71,18 @@ pub struct BadRecord {
     pub error: String,
 }
 
+#[derive(Serialize, Deserialize)]
 struct Split {
     path: PathBuf,
     start: u64,
     end: u64,
+    /// Set when `start` is known to begin a line (a split resumed from a checkpoint): that
+    /// line's number.
+    line: Option<u64>,
 }
 
 struct SplitReader {
+    path: PathBuf,
     name: String,
     reader: BufReader<File>,
     pos: u64,
@@ -161,7 +169,7 @@ impl<T: DeserializeOwned + Data> FileSource<T> {
             })?);
         }
         let mut pos = split.start;
-        if split.start > 0 {
+        if split.start > 0 && split.line.is_none() {
             // The line that starts at `start` is ours only if a newline ends the one before.
             file.seek(SeekFrom::Start(split.start - 1))
                 .map_err(|e| io_err(path, "reading", e))?;
@@ -172,12 +180,15 @@ impl<T: DeserializeOwned + Data> FileSource<T> {
         }
         let line_no = if pos == 0 {
             1
+        } else if let Some(line) = split.line {
+            line
         } else {
             newlines_before(&mut file, pos).map_err(|e| io_err(path, "reading", e))? + 1
         };
         file.seek(SeekFrom::Start(pos))
             .map_err(|e| io_err(path, "reading", e))?;
         Ok(SplitReader {
+            path: path.clone(),
             name: path.display().to_string(),
             reader: BufReader::with_capacity(256 * 1024, file),
             pos,
@@ -257,6 +268,14 @@ fn parse_csv(line: &[u8], delimiter: u8) -> std::result::Result<csv::StringRecor
 
 impl<T: DeserializeOwned + Data> SourceFunction for FileSource<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        if let Some(s) = ctx.restored_state() {
+            self.splits = s
+                .operator
+                .iter()
+                .map(|b| decode(b))
+                .collect::<std::result::Result<_, _>>()?;
+            return Ok(());
+        }
         let (me, p) = (ctx.info().subtask_index, ctx.info().parallelism.max(1));
         let size = self.options.split_size.max(1);
         let mut j = 0usize;
@@ -270,6 +289,7 @@ impl<T: DeserializeOwned + Data> SourceFunction for FileSource<T> {
                         path: path.clone(),
                         start,
                         end,
+                        line: None,
                     });
                 }
                 j += 1;
@@ -277,6 +297,24 @@ impl<T: DeserializeOwned + Data> SourceFunction for FileSource<T> {
             }
         }
         Ok(())
+    }
+
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        let current = self.current.as_ref().map(|r| Split {
+            path: r.path.clone(),
+            start: r.pos,
+            end: r.end,
+            line: Some(r.line_no),
+        });
+        let operator = current
+            .iter()
+            .chain(self.splits.iter())
+            .map(encode)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(StateSnapshot {
+            operator,
+            ..StateSnapshot::default()
+        })
     }
 
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus> {

@@ -3,7 +3,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_runtime::{Data, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus};
+use floe_checkpoints::{decode, encode, StateSnapshot};
+use floe_runtime::{CheckpointBarrier, Data, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus};
 
 /// Emits `f(i)` for `i` in `0..count` (or forever): subtask `s` of `p` emits `s, s + p, ...`,
 /// so the union over the subtasks is exactly `0..count` at any parallelism. Without a rate it
@@ -19,8 +20,9 @@ pub struct GeneratorSource<T> {
     count: Option<u64>,
     f: Arc<dyn Fn(u64) -> T + Send + Sync>,
     rate: Option<f64>,
-    next: u64,
-    step: u64,
+    /// Index sequences still to emit: (next, step). One per subtask of the run that
+    /// started them, so that a restore at another parallelism can deal them out.
+    sequences: Vec<(u64, u64)>,
     emitted: u64,
     started: Option<i64>,
 }
@@ -32,8 +34,7 @@ impl<T> GeneratorSource<T> {
             count,
             f,
             rate: None,
-            next: 0,
-            step: 1,
+            sequences: Vec::new(),
             emitted: 0,
             started: None,
         }
@@ -48,16 +49,25 @@ impl<T> GeneratorSource<T> {
 
 impl<T: Data> SourceFunction for GeneratorSource<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        self.next = ctx.info().subtask_index as u64;
-        self.step = ctx.info().parallelism.max(1) as u64;
-        self.rate = self.rate.map(|r| r / self.step as f64);
+        let (index, p) = (ctx.info().subtask_index as u64, ctx.info().parallelism.max(1) as u64);
+        self.sequences = match ctx.restored_state() {
+            Some(s) => s
+                .operator
+                .iter()
+                .map(|b| decode(b))
+                .collect::<std::result::Result<_, _>>()?,
+            None => vec![(index, p)],
+        };
+        self.rate = self.rate.map(|r| r / p as f64);
         Ok(())
     }
 
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus> {
-        if self.count.is_some_and(|c| self.next >= c) {
+        let count = self.count.unwrap_or(u64::MAX);
+        self.sequences.retain(|(next, _)| *next < count);
+        let Some((next, step)) = self.sequences.first_mut() else {
             return Ok(SourceStatus::Finished);
-        }
+        };
         let mut n = ctx.info().batch_size.max(1) as u64;
         if let Some(rate) = self.rate {
             let now = ctx.processing_time();
@@ -69,17 +79,27 @@ impl<T: Data> SourceFunction for GeneratorSource<T> {
             }
             n = n.min(due - self.emitted);
         }
-        if let Some(c) = self.count {
-            n = n.min((c - self.next).div_ceil(self.step));
-        }
+        n = n.min((count - *next).div_ceil(*step));
         let mut batch = Vec::with_capacity(n as usize);
         for _ in 0..n {
-            batch.push(Record::untimed((self.f)(self.next)));
-            self.next += self.step;
+            batch.push(Record::untimed((self.f)(*next)));
+            *next += *step;
         }
         self.emitted += n;
         out.emit(Box::new(batch))?;
         Ok(SourceStatus::More)
+    }
+
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        let operator = self
+            .sequences
+            .iter()
+            .map(encode)
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(StateSnapshot {
+            operator,
+            ..StateSnapshot::default()
+        })
     }
 }
 
@@ -124,5 +144,56 @@ mod tests {
             g.poll_batch(&mut ctx, &mut out).unwrap(),
             SourceStatus::Idle(_)
         ));
+    }
+}
+
+#[cfg(test)]
+mod restore_tests {
+    use super::*;
+    use crate::source::test_support::VecOutput;
+    use floe_checkpoints::{KeyGroupRange, StateSnapshot};
+    use floe_runtime::{CheckpointBarrier, ManualClock, OperatorContext, TaskInfo};
+
+    #[test]
+    fn sequences_restore_exactly_at_any_parallelism() {
+        let barrier = CheckpointBarrier {
+            id: 1,
+            timestamp: 0,
+            is_savepoint: false,
+        };
+        for (before, after) in [(2, 3), (3, 1), (1, 2)] {
+            let mut seen: Vec<u64> = Vec::new();
+            let mut snaps = Vec::new();
+            for s in 0..before {
+                let mut info = TaskInfo::new("t", "g", s, before, 128);
+                info.batch_size = 10;
+                let mut ctx = OperatorContext::new(info, Arc::new(ManualClock::new(0)));
+                let mut g = GeneratorSource::new(Some(1_000), Arc::new(|i| i));
+                g.open(&mut ctx).unwrap();
+                let mut out = VecOutput::default();
+                for _ in 0..=s {
+                    g.poll_batch(&mut ctx, &mut out).unwrap();
+                }
+                seen.extend(out.values::<u64>());
+                snaps.push(g.snapshot_state(&barrier, &mut ctx).unwrap());
+            }
+            for s in 0..after {
+                let mut ctx =
+                    OperatorContext::new(TaskInfo::new("t", "g", s, after, 128), Arc::new(ManualClock::new(0)));
+                ctx.set_restored_state(StateSnapshot::for_subtask(
+                    &snaps,
+                    KeyGroupRange::for_subtask(128, after, s),
+                    s,
+                    after,
+                ));
+                let mut g = GeneratorSource::new(Some(1_000), Arc::new(|i| i));
+                g.open(&mut ctx).unwrap();
+                let mut out = VecOutput::default();
+                while g.poll_batch(&mut ctx, &mut out).unwrap() != SourceStatus::Finished {}
+                seen.extend(out.values::<u64>());
+            }
+            seen.sort();
+            assert_eq!(seen, (0..1_000).collect::<Vec<u64>>(), "{before} -> {after}");
+        }
     }
 }

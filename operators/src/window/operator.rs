@@ -4,10 +4,10 @@
 use std::marker::PhantomData;
 use std::sync::Arc;
 
-use floe_checkpoints::{assign_key_group, KeyGroup, KeyedStateBackend, StateKey, ValueState};
+use floe_checkpoints::{assign_key_group, KeyGroup, KeyedStateBackend, StateKey, StateSnapshot, ValueState};
 use floe_runtime::{
-    downcast_batch, Batch, Data, Operator, OperatorContext, Output, Record, Result, RuntimeError, TimerService,
-    Timestamp, NO_TIMESTAMP,
+    downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Record, Result, RuntimeError,
+    TimerService, Timestamp, NO_TIMESTAMP,
 };
 use tracing::debug;
 
@@ -248,12 +248,17 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
         let mut backend = info.keyed_state_backend();
+        crate::keyed::restore_keyed(ctx, &mut backend, &mut self.timers)?;
         self.contents.register(&mut backend)?;
         if self.merging {
             self.sessions = Some(backend.value_state("session-windows", None)?);
         }
         self.backend = Some(backend);
         Ok(())
+    }
+
+    fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
+        crate::keyed::snapshot_keyed(self.backend.as_ref(), &self.timers)
     }
 
     fn process_batch(
