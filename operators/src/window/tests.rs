@@ -301,7 +301,12 @@ fn snapshot_restores_windows_and_timers_at_any_parallelism() {
         let mut got = before.clone();
         for s in 0..p {
             let info = TaskInfo::new("t", "window", s, p, 128);
-            let part = StateSnapshot::for_subtask(&[snapshot.clone()], KeyGroupRange::for_subtask(128, p, s), s, p);
+            let part = StateSnapshot::for_subtask(
+                std::slice::from_ref(&snapshot),
+                KeyGroupRange::for_subtask(128, p, s),
+                s,
+                p,
+            );
             let mut h = OperatorHarness::restored(op(), info, 0, Some(part)).unwrap();
             h.watermark(wm).unwrap();
             let mine: Vec<Record<Ev>> = events[100..]
