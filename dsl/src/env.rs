@@ -10,8 +10,11 @@ use clap::Parser;
 use floe_operators::source::collection::CollectionSource;
 use floe_operators::source::file::{FileSource, FileSourceOptions, LineFormat};
 use floe_operators::source::generator::GeneratorSource;
+use std::time::Duration;
+
 use floe_runtime::{
-    Clock, Data, ExecutionConfig, JobHandle, JobResult, NodeKind, SourceFactory, SourceFunction, SystemClock, TaskInfo,
+    CheckpointConfig, Clock, Data, ExecutionConfig, JobHandle, JobResult, NodeKind, SourceFactory, SourceFunction,
+    SystemClock, TaskInfo,
 };
 use serde::de::DeserializeOwned;
 
@@ -329,6 +332,13 @@ impl Env {
             chaining: c.chaining,
             max_parallelism: c.max_parallelism,
             clock: self.clock.clone(),
+            checkpoints: c.checkpoint_dir.map(|dir| {
+                let interval = (c.checkpoint_interval_ms > 0).then(|| Duration::from_millis(c.checkpoint_interval_ms));
+                CheckpointConfig {
+                    retain: c.checkpoint_retain,
+                    ..CheckpointConfig::new(dir, interval)
+                }
+            }),
             ..ExecutionConfig::default()
         }
     }

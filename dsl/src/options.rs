@@ -46,6 +46,16 @@ pub struct EnvOptions {
     /// Stop the job at the first malformed input line instead of setting it aside
     #[arg(long, env = "FLOE_FAIL_ON_BAD_INPUT")]
     pub fail_on_bad_input: bool,
+    /// Directory of checkpoints: the job takes checkpoints there and, on start, resumes
+    /// from the newest complete one
+    #[arg(long, env = "FLOE_CHECKPOINT_DIR")]
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints (0: only the final one) [default: 5000]
+    #[arg(long, env = "FLOE_CHECKPOINT_INTERVAL_MS")]
+    pub checkpoint_interval_ms: Option<u64>,
+    /// Complete checkpoints kept [default: 3]
+    #[arg(long, env = "FLOE_CHECKPOINT_RETAIN")]
+    pub checkpoint_retain: Option<usize>,
     /// TOML file with any of these options (keys as the flags, with `_` for `-`)
     #[arg(long, env = "FLOE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -61,6 +71,9 @@ struct FileOptions {
     channel_capacity: Option<usize>,
     no_chaining: Option<bool>,
     fail_on_bad_input: Option<bool>,
+    checkpoint_dir: Option<PathBuf>,
+    checkpoint_interval_ms: Option<u64>,
+    checkpoint_retain: Option<usize>,
 }
 
 /// Resolved, validated options.
@@ -84,6 +97,12 @@ pub struct JobConfig {
     pub chaining: bool,
     /// Whether a malformed input line fails the job.
     pub fail_on_bad_input: bool,
+    /// Where checkpoints go; `None` takes none.
+    pub checkpoint_dir: Option<PathBuf>,
+    /// Milliseconds between checkpoints (0: only the final one).
+    pub checkpoint_interval_ms: u64,
+    /// Complete checkpoints kept.
+    pub checkpoint_retain: usize,
 }
 
 impl Default for JobConfig {
@@ -95,6 +114,9 @@ impl Default for JobConfig {
             channel_capacity: 8,
             chaining: true,
             fail_on_bad_input: false,
+            checkpoint_dir: None,
+            checkpoint_interval_ms: 5_000,
+            checkpoint_retain: 3,
         }
     }
 }
@@ -132,6 +154,15 @@ impl EnvOptions {
                 .unwrap_or(d.channel_capacity),
             chaining: !(self.no_chaining || file.no_chaining.unwrap_or(false)),
             fail_on_bad_input: self.fail_on_bad_input || file.fail_on_bad_input.unwrap_or(false),
+            checkpoint_dir: self.checkpoint_dir.clone().or(file.checkpoint_dir),
+            checkpoint_interval_ms: self
+                .checkpoint_interval_ms
+                .or(file.checkpoint_interval_ms)
+                .unwrap_or(d.checkpoint_interval_ms),
+            checkpoint_retain: self
+                .checkpoint_retain
+                .or(file.checkpoint_retain)
+                .unwrap_or(d.checkpoint_retain),
         };
         c.validate()?;
         Ok(c)
@@ -161,6 +192,9 @@ impl JobConfig {
         }
         if self.batch_size == 0 {
             return Err(DslError::Config("--batch-size must be at least 1".into()));
+        }
+        if self.checkpoint_retain == 0 {
+            return Err(DslError::Config("--checkpoint-retain must be at least 1".into()));
         }
         if self.channel_capacity == 0 {
             return Err(DslError::Config("--channel-capacity must be at least 1".into()));

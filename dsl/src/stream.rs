@@ -14,6 +14,7 @@ use floe_operators::basic::{FilterOperator, FlatMapOperator, IdentityOperator, M
 use floe_operators::process::{ProcessFunction, ProcessOperator};
 use floe_operators::sink::collect::{CollectHandle, CollectSink};
 use floe_operators::sink::count::{CountHandle, CountingSink};
+use floe_operators::sink::exactly_once::ExactlyOnceJsonLinesSink;
 use floe_operators::sink::json_lines::JsonLinesSink;
 use floe_operators::sink::print::PrintSink;
 use floe_operators::source::file::BadRecord;
@@ -535,6 +536,36 @@ impl<T: Data> Stream<T> {
             &format!("json-lines: {}", path.display()),
             1,
             factory(move |_| Box::new(JsonLinesSink::<T>::new(path.clone()))),
+        )
+    }
+
+    /// Writes every value as JSON lines into part files in `dir`, exactly once: files are
+    /// committed (renamed from hidden in-progress files) when the checkpoint that covers
+    /// them completes, so after any crash and restore each record is in the committed files
+    /// once. Without checkpoints, files are committed when the input ends.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let dir = tempfile::tempdir().unwrap();
+    /// let env = Env::local(2);
+    /// env.generate(100, |i| i).write_json_lines_exactly_once(dir.path());
+    /// env.execute("exactly-once").unwrap();
+    /// let mut n = 0;
+    /// for f in std::fs::read_dir(dir.path()).unwrap() {
+    ///     n += std::fs::read_to_string(f.unwrap().path()).unwrap().lines().count();
+    /// }
+    /// assert_eq!(n, 100);
+    /// ```
+    pub fn write_json_lines_exactly_once(&self, dir: impl AsRef<Path>) -> Sink
+    where
+        T: Serialize,
+    {
+        let dir = dir.as_ref().to_path_buf();
+        let p = self.b.borrow().parallelism(self.node);
+        self.sink(
+            &format!("exactly-once json-lines: {}", dir.display()),
+            p,
+            factory(move |_| Box::new(ExactlyOnceJsonLinesSink::<T>::new(dir.clone()))),
         )
     }
 

@@ -181,6 +181,17 @@ impl JobHandle {
     }
 }
 
+/// A fresh id for a run of a job: the time and a process-wide counter, so that runs in one
+/// process and runs in successive processes differ.
+fn new_attempt_id() -> u64 {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    (nanos & !0xffff) | (RUNS.fetch_add(1, Ordering::Relaxed) & 0xffff)
+}
+
 /// Runs `graph` to completion.
 pub fn execute(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobResult> {
     spawn(graph, config)?.join()
@@ -313,6 +324,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         clock: config.clock.clone(),
     };
 
+    let attempt = new_attempt_id();
     let info_for = |node: NodeId, i: usize| {
         let n = &graph.nodes[node];
         TaskInfo {
@@ -325,6 +337,8 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             key_group_range: KeyGroupRange::for_subtask(config.max_parallelism, n.parallelism, i),
             state_backend: config.state_backend.clone(),
             batch_size: config.batch_size,
+            checkpointing: config.checkpoints.is_some(),
+            attempt,
         }
     };
     let context_for = |info: TaskInfo| {

@@ -30,6 +30,11 @@ pub struct TaskInfo {
     pub state_backend: StateBackendKind,
     /// Records per batch that outputs aim for.
     pub batch_size: usize,
+    /// Whether the job takes checkpoints (sinks that commit on checkpoints need them).
+    pub checkpointing: bool,
+    /// Identifies this run of the job (every start or restart gets a new one), e.g. to tell
+    /// files of a failed attempt from the current one's.
+    pub attempt: u64,
 }
 
 impl TaskInfo {
@@ -45,6 +50,8 @@ impl TaskInfo {
             key_group_range: KeyGroupRange::for_subtask(max_parallelism, parallelism, index),
             state_backend: StateBackendKind::Memory,
             batch_size: 1024,
+            checkpointing: false,
+            attempt: 0,
         }
     }
 }

@@ -2,5 +2,6 @@
 
 pub mod collect;
 pub mod count;
+pub mod exactly_once;
 pub mod json_lines;
 pub mod print;

@@ -1,0 +1,298 @@
+//! Exactly-once JSON-lines files: Flink's two-phase-commit file sink.
+//!
+//! Each subtask writes into a hidden in-progress file; at a checkpoint barrier the file is
+//! flushed, synced and closed (pre-commit) and remembered in the checkpoint; when the
+//! checkpoint completes it is renamed to a visible part file (commit). After a crash the job
+//! restores its newest complete checkpoint: the files it remembers are committed (if the
+//! crash came before their rename), and in-progress files of the failed attempt are deleted
+//! once the restored job completes its first checkpoint. Readers see only committed part
+//! files, each record exactly once.
+//!
+//! ```text
+//! <dir>/part-<subtask>-<attempt>-<n>.jsonl       committed
+//! <dir>/.part-<subtask>-<attempt>-<n>.inprogress  being written or awaiting its checkpoint
+//! ```
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::marker::PhantomData;
+use std::path::{Path, PathBuf};
+
+use floe_checkpoints::{decode, encode, StateSnapshot};
+use floe_runtime::{
+    downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, RuntimeError,
+};
+use serde::Serialize;
+use tracing::warn;
+
+const IN_PROGRESS: &str = ".inprogress";
+
+fn committed_name(in_progress: &Path) -> Option<PathBuf> {
+    let name = in_progress.file_name()?.to_str()?;
+    let visible = name.strip_prefix('.')?.strip_suffix(IN_PROGRESS)?;
+    Some(in_progress.with_file_name(format!("{visible}.jsonl")))
+}
+
+/// Writes JSON lines into part files committed only with the checkpoint that covers them.
+///
+/// ```
+/// use floe_operators::sink::exactly_once::ExactlyOnceJsonLinesSink;
+/// let sink = ExactlyOnceJsonLinesSink::<u32>::new("out/".into());
+/// # let _ = sink;
+/// ```
+pub struct ExactlyOnceJsonLinesSink<T> {
+    dir: PathBuf,
+    subtask: usize,
+    attempt: String,
+    checkpointing: bool,
+    writer: Option<(PathBuf, BufWriter<File>)>,
+    /// Pre-committed files awaiting their checkpoint: (checkpoint id, path).
+    pending: Vec<(u64, PathBuf)>,
+    seq: u64,
+    cleaned: bool,
+    _t: PhantomData<fn(T)>,
+}
+
+impl<T> ExactlyOnceJsonLinesSink<T> {
+    /// A sink writing part files into `dir`.
+    pub fn new(dir: PathBuf) -> Self {
+        ExactlyOnceJsonLinesSink {
+            dir,
+            subtask: 0,
+            attempt: String::new(),
+            checkpointing: false,
+            writer: None,
+            pending: Vec::new(),
+            seq: 0,
+            cleaned: false,
+            _t: PhantomData,
+        }
+    }
+
+    fn error(&self, what: &str, path: &Path, e: std::io::Error) -> RuntimeError {
+        RuntimeError::external(format!("{what} {}", path.display()), e)
+    }
+
+    /// Flushes, syncs and closes the current file; returns its path.
+    fn pre_commit(&mut self) -> Result<Option<PathBuf>> {
+        let Some((path, mut w)) = self.writer.take() else {
+            return Ok(None);
+        };
+        w.flush().map_err(|e| self.error("writing", &path, e))?;
+        let file = w
+            .into_inner()
+            .map_err(|e| self.error("writing", &path, e.into_error()))?;
+        file.sync_all().map_err(|e| self.error("syncing", &path, e))?;
+        Ok(Some(path))
+    }
+
+    fn commit(&self, path: &Path) -> Result<()> {
+        let Some(target) = committed_name(path) else {
+            return Err(RuntimeError::Internal(format!(
+                "not an in-progress file: {}",
+                path.display()
+            )));
+        };
+        match fs::rename(path, &target) {
+            Ok(()) => Ok(()),
+            // Committed before a crash: the checkpoint's record of it is all that is left.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => Ok(()),
+            Err(e) => Err(self.error("committing", path, e)),
+        }
+    }
+
+    /// Deletes in-progress files that earlier attempts left and no checkpoint will commit.
+    fn clean_up_aborted(&mut self) {
+        self.cleaned = true;
+        let Ok(entries) = fs::read_dir(&self.dir) else { return };
+        let mine = format!("-{}-", self.attempt);
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with(".part-") && name.ends_with(IN_PROGRESS) && !name.contains(&mine) {
+                if let Err(err) = fs::remove_file(e.path()) {
+                    warn!(file = %e.path().display(), %err, "could not delete an aborted in-progress file");
+                }
+            }
+        }
+    }
+}
+
+impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        self.subtask = ctx.info().subtask_index;
+        self.attempt = format!("{:x}", ctx.info().attempt);
+        self.checkpointing = ctx.info().checkpointing;
+        fs::create_dir_all(&self.dir).map_err(|e| self.error("creating", &self.dir, e))?;
+        if let Some(s) = ctx.restored_state() {
+            // Pre-committed in the checkpoint we restore, which completed: commit them now.
+            for item in &s.operator {
+                let (_, path): (u64, PathBuf) = decode(item)?;
+                self.commit(&path)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn process_batch(&mut self, _: usize, batch: Batch, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+        let records = downcast_batch::<T>(batch)?;
+        if self.writer.is_none() {
+            self.seq += 1;
+            let path = self.dir.join(format!(
+                ".part-{}-{}-{}{IN_PROGRESS}",
+                self.subtask, self.attempt, self.seq
+            ));
+            let file = File::create(&path).map_err(|e| self.error("creating", &path, e))?;
+            self.writer = Some((path, BufWriter::with_capacity(256 * 1024, file)));
+        }
+        let Some((path, w)) = self.writer.as_mut() else {
+            return Ok(());
+        };
+        for r in &records {
+            let written = serde_json::to_writer(&mut *w, &r.value)
+                .map_err(std::io::Error::from)
+                .and_then(|()| w.write_all(b"\n"));
+            if let Err(e) = written {
+                return Err(RuntimeError::external(format!("writing {}", path.display()), e));
+            }
+        }
+        Ok(())
+    }
+
+    fn snapshot_state(&mut self, barrier: &CheckpointBarrier, _: &mut OperatorContext) -> Result<StateSnapshot> {
+        if let Some(path) = self.pre_commit()? {
+            self.pending.push((barrier.id, path));
+        }
+        let operator = self.pending.iter().map(encode).collect::<std::result::Result<_, _>>()?;
+        Ok(StateSnapshot {
+            operator,
+            ..StateSnapshot::default()
+        })
+    }
+
+    fn notify_checkpoint_complete(&mut self, id: u64, _: &mut OperatorContext) -> Result<()> {
+        let (done, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .partition(|(c, _)| *c <= id);
+        self.pending = waiting;
+        for (_, path) in &done {
+            self.commit(path)?;
+        }
+        if !self.cleaned && self.subtask == 0 {
+            // Every subtask has restored (and committed what it was dealt) before any
+            // checkpoint of this attempt can complete.
+            self.clean_up_aborted();
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+        if !self.checkpointing {
+            // Without checkpoints there is nothing to wait for: commit at the end of input.
+            if let Some(path) = self.pre_commit()? {
+                self.commit(&path)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use floe_runtime::harness::OperatorHarness;
+    use floe_runtime::{Record, TaskInfo};
+
+    fn committed(dir: &Path) -> Vec<u32> {
+        let mut v: Vec<u32> = fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".jsonl"))
+            .flat_map(|e| {
+                fs::read_to_string(e.path())
+                    .unwrap()
+                    .lines()
+                    .map(|l| l.parse().unwrap())
+                    .collect::<Vec<u32>>()
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    fn info() -> TaskInfo {
+        static ATTEMPTS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let mut i = TaskInfo::new("t", "sink", 0, 1, 128);
+        i.checkpointing = true;
+        i.attempt = ATTEMPTS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        i
+    }
+
+    #[test]
+    fn commits_only_what_completed_checkpoints_cover() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = OperatorHarness::new(
+            Box::new(ExactlyOnceJsonLinesSink::<u32>::new(dir.path().into())),
+            info(),
+            0,
+        )
+        .unwrap();
+        h.process(vec![Record::untimed(1u32), Record::untimed(2)]).unwrap();
+        let snap1 = h.snapshot(1).unwrap();
+        h.process(vec![Record::untimed(3u32)]).unwrap();
+        let _snap2 = h.snapshot(2).unwrap();
+        h.process(vec![Record::untimed(4u32)]).unwrap();
+        assert!(
+            committed(dir.path()).is_empty(),
+            "nothing visible before a checkpoint completes"
+        );
+        h.notify_checkpoint_complete(1).unwrap();
+        assert_eq!(committed(dir.path()), vec![1, 2]);
+
+        // Crash now: checkpoint 2 never completed. Restore from checkpoint 1 and replay 3, 4.
+        drop(h);
+        let mut h = OperatorHarness::restored(
+            Box::new(ExactlyOnceJsonLinesSink::<u32>::new(dir.path().into())),
+            info(),
+            0,
+            Some(snap1),
+        )
+        .unwrap();
+        h.process(vec![Record::untimed(3u32), Record::untimed(4)]).unwrap();
+        h.snapshot(2).unwrap();
+        h.notify_checkpoint_complete(2).unwrap();
+        assert_eq!(committed(dir.path()), vec![1, 2, 3, 4], "each record exactly once");
+    }
+
+    #[test]
+    fn restore_commits_files_a_crash_left_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut h = OperatorHarness::new(
+            Box::new(ExactlyOnceJsonLinesSink::<u32>::new(dir.path().into())),
+            info(),
+            0,
+        )
+        .unwrap();
+        h.process(vec![Record::untimed(7u32)]).unwrap();
+        let snap = h.snapshot(1).unwrap();
+        // Checkpoint 1 completed, but the process died before the notification.
+        drop(h);
+        let h = OperatorHarness::restored(
+            Box::new(ExactlyOnceJsonLinesSink::<u32>::new(dir.path().into())),
+            info(),
+            0,
+            Some(snap.clone()),
+        )
+        .unwrap();
+        assert_eq!(committed(dir.path()), vec![7]);
+        drop(h);
+        // Restoring the same checkpoint again is harmless.
+        OperatorHarness::restored(
+            Box::new(ExactlyOnceJsonLinesSink::<u32>::new(dir.path().into())),
+            info(),
+            0,
+            Some(snap),
+        )
+        .unwrap();
+        assert_eq!(committed(dir.path()), vec![7]);
+    }
+}
