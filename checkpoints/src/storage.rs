@@ -153,6 +153,24 @@ impl CheckpointStorage {
         Ok(file.clone())
     }
 
+    /// Copies complete checkpoint `id` into `target` (a savepoint directory), laid out so that
+    /// `CheckpointStorage::new(target)` restores it; the manifest is copied last.
+    pub fn copy_checkpoint(&self, id: u64, target: &Path) -> Result<()> {
+        let from = self.chk_dir(id);
+        let to = target.join(format!("chk-{id:010}"));
+        fs::create_dir_all(&to).map_err(io(format!("creating {}", to.display())))?;
+        let entries = fs::read_dir(&from).map_err(io(format!("listing {}", from.display())))?;
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort_by_key(|n| n == MANIFEST);
+        for name in names {
+            fs::copy(from.join(&name), to.join(&name)).map_err(io(format!("copying {name} to {}", to.display())))?;
+        }
+        Ok(())
+    }
+
     /// Completes a checkpoint by writing its manifest, then drops checkpoints beyond the
     /// newest `retain` complete ones (and older incomplete ones).
     pub fn complete(&self, manifest: &Manifest) -> Result<()> {
@@ -160,6 +178,11 @@ impl CheckpointStorage {
         let json = serde_json::to_vec_pretty(manifest).map_err(|e| StateError::Serialization(e.to_string()))?;
         write_atomically(&dir.join(MANIFEST), &json)?;
         self.prune(manifest.checkpoint_id)
+    }
+
+    /// The highest checkpoint id in the directory, complete or not.
+    pub fn newest_id(&self) -> Result<Option<u64>> {
+        Ok(self.ids()?.last().copied())
     }
 
     fn ids(&self) -> Result<Vec<u64>> {

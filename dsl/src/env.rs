@@ -12,6 +12,9 @@ use floe_operators::source::file::{FileSource, FileSourceOptions, LineFormat};
 use floe_operators::source::generator::GeneratorSource;
 use std::time::Duration;
 
+use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
 use floe_runtime::{
     CheckpointConfig, Clock, Data, ExecutionConfig, JobHandle, JobResult, NodeKind, SourceFactory, SourceFunction,
     SystemClock, TaskInfo,
@@ -339,11 +342,14 @@ impl Env {
                     ..CheckpointConfig::new(dir, interval)
                 }
             }),
+            restore_from: c.from_savepoint,
             ..ExecutionConfig::default()
         }
     }
 
-    /// Runs the job to its end (bounded sources exhausted, every window fired).
+    /// Runs the job to its end (bounded sources exhausted, every window fired). With
+    /// `--savepoint-dir`, SIGUSR1 writes a savepoint there and SIGTERM or Ctrl-C stops the
+    /// job with one (resume with `--from-savepoint`).
     ///
     /// ```
     /// use floe_dsl::prelude::*;
@@ -353,7 +359,29 @@ impl Env {
     /// assert_eq!(result.job_name, "count");
     /// ```
     pub fn execute(&self, name: &str) -> Result<JobResult> {
-        Ok(self.execute_async(name)?.join()?)
+        let handle = self.execute_async(name)?;
+        let Some(dir) = self.config().savepoint_dir else {
+            return Ok(handle.join()?);
+        };
+        let mut signals = Signals::new([SIGTERM, SIGINT, SIGUSR1])
+            .map_err(|e| DslError::Config(format!("cannot install signal handlers for --savepoint-dir: {e}")))?;
+        let closer = signals.handle();
+        let control = handle.control();
+        let listener = std::thread::spawn(move || {
+            for signal in signals.forever() {
+                if signal == SIGUSR1 {
+                    tracing::info!(dir = %dir.display(), "SIGUSR1: writing a savepoint");
+                    control.trigger_savepoint(&dir);
+                } else {
+                    tracing::info!(dir = %dir.display(), "stopping with a savepoint");
+                    control.stop_with_savepoint(&dir);
+                }
+            }
+        });
+        let result = handle.join();
+        closer.close();
+        let _ = listener.join();
+        Ok(result?)
     }
 
     /// Starts the job and returns a handle to checkpoint, stop or cancel it.

@@ -56,6 +56,12 @@ pub struct EnvOptions {
     /// Complete checkpoints kept [default: 3]
     #[arg(long, env = "FLOE_CHECKPOINT_RETAIN")]
     pub checkpoint_retain: Option<usize>,
+    /// Where savepoints go: SIGUSR1 writes one, SIGTERM or Ctrl-C stops the job with one
+    #[arg(long, env = "FLOE_SAVEPOINT_DIR")]
+    pub savepoint_dir: Option<PathBuf>,
+    /// Resume from the savepoint in this directory (at any parallelism)
+    #[arg(long, env = "FLOE_FROM_SAVEPOINT")]
+    pub from_savepoint: Option<PathBuf>,
     /// TOML file with any of these options (keys as the flags, with `_` for `-`)
     #[arg(long, env = "FLOE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -74,6 +80,8 @@ struct FileOptions {
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval_ms: Option<u64>,
     checkpoint_retain: Option<usize>,
+    savepoint_dir: Option<PathBuf>,
+    from_savepoint: Option<PathBuf>,
 }
 
 /// Resolved, validated options.
@@ -103,6 +111,10 @@ pub struct JobConfig {
     pub checkpoint_interval_ms: u64,
     /// Complete checkpoints kept.
     pub checkpoint_retain: usize,
+    /// Where savepoints triggered by signals go.
+    pub savepoint_dir: Option<PathBuf>,
+    /// The savepoint to resume from.
+    pub from_savepoint: Option<PathBuf>,
 }
 
 impl Default for JobConfig {
@@ -117,6 +129,8 @@ impl Default for JobConfig {
             checkpoint_dir: None,
             checkpoint_interval_ms: 5_000,
             checkpoint_retain: 3,
+            savepoint_dir: None,
+            from_savepoint: None,
         }
     }
 }
@@ -163,6 +177,8 @@ impl EnvOptions {
                 .checkpoint_retain
                 .or(file.checkpoint_retain)
                 .unwrap_or(d.checkpoint_retain),
+            savepoint_dir: self.savepoint_dir.clone().or(file.savepoint_dir),
+            from_savepoint: self.from_savepoint.clone().or(file.from_savepoint),
         };
         c.validate()?;
         Ok(c)
@@ -192,6 +208,11 @@ impl JobConfig {
         }
         if self.batch_size == 0 {
             return Err(DslError::Config("--batch-size must be at least 1".into()));
+        }
+        if self.checkpoint_dir.is_none() && (self.savepoint_dir.is_some() || self.from_savepoint.is_some()) {
+            return Err(DslError::Config(
+                "--savepoint-dir and --from-savepoint need --checkpoint-dir (where the running job checkpoints)".into(),
+            ));
         }
         if self.checkpoint_retain == 0 {
             return Err(DslError::Config("--checkpoint-retain must be at least 1".into()));

@@ -49,10 +49,15 @@ impl CheckpointConfig {
 pub(crate) enum Request {
     /// Take a checkpoint now.
     Trigger,
+    /// Take a savepoint into `dir`; with `stop`, end the job right after it (nothing after
+    /// it is committed, so the job resumes from it exactly).
+    Savepoint { dir: std::path::PathBuf, stop: bool },
 }
 
 struct Pending {
     barrier: CheckpointBarrier,
+    /// Where to copy the checkpoint when it completes, and whether to stop then.
+    savepoint: Option<(std::path::PathBuf, bool)>,
     started: Instant,
     acked: Vec<bool>,
     /// State files written so far, by task.
@@ -76,6 +81,8 @@ pub(crate) struct Coordinator {
     pub(crate) sources: Vec<usize>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) completed: Arc<std::sync::atomic::AtomicU64>,
+    /// Set when the job stopped with a savepoint: its tasks end by cancellation, on purpose.
+    pub(crate) stopped: Arc<AtomicBool>,
 }
 
 impl Coordinator {
@@ -89,6 +96,7 @@ impl Coordinator {
         let mut last_complete: Option<u64> = None;
         let mut final_wanted = false;
         let mut asked = false;
+        let mut savepoints: Vec<(std::path::PathBuf, bool)> = Vec::new();
         let mut last_done = Instant::now();
         let mut next_due = self.config.interval.map(|i| Instant::now() + i);
         loop {
@@ -99,8 +107,10 @@ impl Coordinator {
             let now = Instant::now();
             if pending.is_none() && now >= last_done + self.config.min_pause {
                 let due = next_due.is_some_and(|d| now >= d);
-                if due || final_wanted || asked {
-                    pending = Some(self.trigger(final_wanted));
+                if due || final_wanted || asked || !savepoints.is_empty() {
+                    let mut p = self.trigger(final_wanted, !savepoints.is_empty());
+                    p.savepoint = (!savepoints.is_empty()).then(|| savepoints.remove(0));
+                    pending = Some(p);
                     asked = false;
                     next_due = self.config.interval.map(|i| now + i);
                 }
@@ -118,8 +128,10 @@ impl Coordinator {
                 .map(|d| d.saturating_duration_since(Instant::now()))
                 .unwrap_or(Duration::from_millis(50))
                 .min(Duration::from_millis(50));
-            if let Ok(Request::Trigger) = self.requests.try_recv() {
-                asked = true;
+            match self.requests.try_recv() {
+                Ok(Request::Trigger) => asked = true,
+                Ok(Request::Savepoint { dir, stop }) => savepoints.push((dir, stop)),
+                Err(_) => {}
             }
             match self.reports.recv_timeout(wait) {
                 Ok(Report::SourceEnded { task }) => {
@@ -167,8 +179,21 @@ impl Coordinator {
                 last_files.clone_from(&done.files);
                 last_complete = Some(done.barrier.id);
                 let is_final = done.is_final;
+                let savepoint = done.savepoint.clone();
+                let id = done.barrier.id;
                 self.complete(done)?;
                 last_done = Instant::now();
+                if let Some((dir, stop)) = savepoint {
+                    self.storage.copy_checkpoint(id, &dir)?;
+                    info!(checkpoint = id, dir = %dir.display(), "savepoint written");
+                    if stop {
+                        self.stopped.store(true, Ordering::SeqCst);
+                        for t in &self.tasks {
+                            let _ = t.send(Control::Terminate);
+                        }
+                        return Ok(());
+                    }
+                }
                 if is_final {
                     return Ok(());
                 }
@@ -176,11 +201,11 @@ impl Coordinator {
         }
     }
 
-    fn trigger(&mut self, is_final: bool) -> Pending {
+    fn trigger(&mut self, is_final: bool, is_savepoint: bool) -> Pending {
         let barrier = CheckpointBarrier {
             id: self.next_id,
             timestamp: self.clock.now(),
-            is_savepoint: false,
+            is_savepoint,
         };
         self.next_id += 1;
         for s in &self.sources {
@@ -188,6 +213,7 @@ impl Coordinator {
         }
         Pending {
             barrier,
+            savepoint: None,
             started: Instant::now(),
             acked: vec![false; self.tasks.len()],
             files: vec![Vec::new(); self.tasks.len()],

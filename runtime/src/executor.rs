@@ -41,6 +41,8 @@ pub struct ExecutionConfig {
     /// Checkpoints, if the job takes them; the job restores from the newest complete one
     /// in their directory.
     pub checkpoints: Option<CheckpointConfig>,
+    /// A savepoint (or checkpoint) directory to restore from instead, at any parallelism.
+    pub restore_from: Option<std::path::PathBuf>,
 }
 
 impl Default for ExecutionConfig {
@@ -53,6 +55,7 @@ impl Default for ExecutionConfig {
             state_backend: StateBackendKind::Memory,
             clock: Arc::new(SystemClock),
             checkpoints: None,
+            restore_from: None,
         }
     }
 }
@@ -72,6 +75,51 @@ pub struct JobResult {
     pub last_checkpoint: Option<u64>,
 }
 
+/// A cloneable remote for a running job: checkpoints, savepoints, stop, cancel (from
+/// another thread, e.g. a signal handler, while one waits in [`JobHandle::join`]).
+#[derive(Clone)]
+pub struct JobControl {
+    sources: Vec<Sender<Control>>,
+    requests: Option<Sender<Request>>,
+    cancel: Arc<AtomicBool>,
+}
+
+impl JobControl {
+    /// See [`JobHandle::trigger_savepoint`].
+    pub fn trigger_savepoint(&self, dir: impl Into<std::path::PathBuf>) -> bool {
+        self.requests.as_ref().is_some_and(|r| {
+            r.send(Request::Savepoint {
+                dir: dir.into(),
+                stop: false,
+            })
+            .is_ok()
+        })
+    }
+
+    /// See [`JobHandle::stop_with_savepoint`].
+    pub fn stop_with_savepoint(&self, dir: impl Into<std::path::PathBuf>) -> bool {
+        self.requests.as_ref().is_some_and(|r| {
+            r.send(Request::Savepoint {
+                dir: dir.into(),
+                stop: true,
+            })
+            .is_ok()
+        })
+    }
+
+    /// See [`JobHandle::stop`].
+    pub fn stop(&self) {
+        for c in &self.sources {
+            let _ = c.send(Control::Stop);
+        }
+    }
+
+    /// See [`JobHandle::cancel`].
+    pub fn cancel(&self) {
+        self.cancel.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A running job.
 pub struct JobHandle {
     name: String,
@@ -85,6 +133,7 @@ pub struct JobHandle {
     cancel: Arc<AtomicBool>,
     next_checkpoint: AtomicU64,
     completed: Arc<AtomicU64>,
+    stopped: Arc<AtomicBool>,
     restored_from: Option<u64>,
     clock: Arc<dyn Clock>,
 }
@@ -110,6 +159,43 @@ impl JobHandle {
             let _ = c.send(Control::Barrier(barrier));
         }
         id
+    }
+
+    /// A cloneable remote for this job.
+    pub fn control(&self) -> JobControl {
+        JobControl {
+            sources: self.sources.clone(),
+            requests: self.requests.clone(),
+            cancel: self.cancel.clone(),
+        }
+    }
+
+    /// Writes a savepoint into `dir` (the job goes on); resume from it with
+    /// [`ExecutionConfig::restore_from`]. Needs checkpoints configured; returns whether the
+    /// request was taken.
+    pub fn trigger_savepoint(&self, dir: impl Into<std::path::PathBuf>) -> bool {
+        self.savepoint(dir.into(), false)
+    }
+
+    /// Writes a savepoint into `dir` and ends the job right after it: what was written after
+    /// it is not committed, so a job resumed from it continues exactly. [`join`](Self::join)
+    /// then returns normally.
+    pub fn stop_with_savepoint(&self, dir: impl Into<std::path::PathBuf>) -> bool {
+        self.savepoint(dir.into(), true)
+    }
+
+    fn savepoint(&self, dir: std::path::PathBuf, stop: bool) -> bool {
+        let control = self.control();
+        if stop {
+            control.stop_with_savepoint(dir)
+        } else {
+            control.trigger_savepoint(dir)
+        }
+    }
+
+    /// Whether the job stopped with a savepoint.
+    pub fn stopped_with_savepoint(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
     }
 
     /// The id of the newest completed checkpoint (0 if none).
@@ -165,7 +251,7 @@ impl JobHandle {
         if let Some(e) = root {
             return Err(e);
         }
-        if cancelled {
+        if cancelled && !self.stopped.load(Ordering::SeqCst) {
             return Err(RuntimeError::Cancelled);
         }
         let duration = self.started.elapsed();
@@ -222,9 +308,22 @@ fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Optio
 fn restore_point(
     graph: &JobGraph,
     config: &CheckpointConfig,
+    from: Option<&std::path::Path>,
 ) -> Result<(CheckpointStorage, Option<RestoredCheckpoint>)> {
     let storage = CheckpointStorage::new(&config.dir, config.retain)?;
-    let restored = storage.latest()?;
+    let restored = match from {
+        Some(path) => {
+            let savepoint = CheckpointStorage::new(path, usize::MAX)?.latest()?;
+            if savepoint.is_none() {
+                return Err(RuntimeError::InvalidGraph(format!(
+                    "no complete savepoint in {}: give the directory a savepoint was written to",
+                    path.display()
+                )));
+            }
+            savepoint
+        }
+        None => storage.latest()?,
+    };
     if let Some(r) = &restored {
         for s in &r.skipped {
             warn!("skipping checkpoint that cannot be restored: {s}");
@@ -265,8 +364,13 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     }
     let (storage, restored) = match &config.checkpoints {
         Some(c) => {
-            let (s, r) = restore_point(graph, c)?;
+            let (s, r) = restore_point(graph, c, config.restore_from.as_deref())?;
             (Some(s), r)
+        }
+        None if config.restore_from.is_some() => {
+            return Err(RuntimeError::InvalidGraph(
+                "restoring from a savepoint needs a checkpoint directory for the resumed job".into(),
+            ))
         }
         None => (None, None),
     };
@@ -320,6 +424,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         cancel: cancel.clone(),
         next_checkpoint: AtomicU64::new(1),
         completed: Arc::new(AtomicU64::new(0)),
+        stopped: Arc::new(AtomicBool::new(false)),
         restored_from: restored.as_ref().map(|r| r.manifest.checkpoint_id),
         clock: config.clock.clone(),
     };
@@ -339,6 +444,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             batch_size: config.batch_size,
             checkpointing: config.checkpoints.is_some(),
             attempt,
+            restored_checkpoint: restored.as_ref().map(|r| r.manifest.checkpoint_id),
         }
     };
     let context_for = |info: TaskInfo| {
@@ -461,6 +567,8 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
 
     handle._controls = task_controls.clone();
     if let (Some(storage), Some(cfg)) = (storage, &config.checkpoints) {
+        // Never reuse an id the directory holds, whatever was restored.
+        let next_id = storage.newest_id()?.max(handle.restored_from).map_or(1, |id| id + 1);
         let (req_tx, req_rx) = unbounded();
         handle.requests = Some(req_tx);
         let coordinator = Coordinator {
@@ -468,7 +576,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             config: cfg.clone(),
             storage,
             parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),
-            next_id: handle.restored_from.map_or(1, |id| id + 1),
+            next_id,
             clock: config.clock.clone(),
             reports: report_rx,
             requests: req_rx,
@@ -476,6 +584,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             sources: source_tasks,
             cancel: cancel.clone(),
             completed: handle.completed.clone(),
+            stopped: handle.stopped.clone(),
         };
         let t = std::thread::Builder::new()
             .name("checkpoints".into())

@@ -31,7 +31,7 @@ pub use element::{
     MIN_WATERMARK, NO_TIMESTAMP,
 };
 pub use error::{Fault, Result, RuntimeError, UserError};
-pub use executor::{execute, spawn, ExecutionConfig, JobHandle, JobResult};
+pub use executor::{execute, spawn, ExecutionConfig, JobControl, JobHandle, JobResult};
 pub use graph::{Edge, JobGraph, Node, NodeId, NodeKind, OperatorFactory, OutputSlot, ShipStrategy, SourceFactory};
 pub use operator::{Operator, OperatorContext, Output, SourceFunction, SourceStatus, TaskInfo};
 pub use route::{EdgeWriter, EdgeWriterFactory, Route, TypedEdgeWriterFactory};

@@ -35,6 +35,8 @@ pub struct TaskInfo {
     /// Identifies this run of the job (every start or restart gets a new one), e.g. to tell
     /// files of a failed attempt from the current one's.
     pub attempt: u64,
+    /// The checkpoint this run restored from, if any.
+    pub restored_checkpoint: Option<u64>,
 }
 
 impl TaskInfo {
@@ -52,6 +54,7 @@ impl TaskInfo {
             batch_size: 1024,
             checkpointing: false,
             attempt: 0,
+            restored_checkpoint: None,
         }
     }
 }

@@ -21,6 +21,8 @@ pub(crate) enum Control {
     Stop,
     /// Checkpoint `id` completed on every task.
     CheckpointComplete(u64),
+    /// The job stopped with a savepoint: end now, without ending the stream.
+    Terminate,
 }
 
 /// What tasks tell the checkpoint coordinator.
@@ -101,6 +103,19 @@ enum Next {
 
 impl SourceTask {
     pub(crate) fn run(mut self) -> Result<()> {
+        let r = self.run_to_end();
+        if r.as_ref().is_err_and(|e| e.is_cancellation()) {
+            // Checkpoints that completed before the end are still committed.
+            while let Ok(c) = self.link.control.try_recv() {
+                if let Control::CheckpointComplete(id) = c {
+                    let _ = self.notify(id);
+                }
+            }
+        }
+        r
+    }
+
+    fn run_to_end(&mut self) -> Result<()> {
         let source = &mut self.source;
         guarded(&mut self.ctx, |ctx| source.open(ctx))?;
         if let Some(next) = &mut self.out.next {
@@ -180,6 +195,7 @@ impl SourceTask {
                         return Ok(());
                     }
                 }
+                Ok(Control::Terminate) => return Err(RuntimeError::Cancelled),
                 Ok(Control::Stop) | Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => return Err(RuntimeError::Cancelled),
             }
@@ -191,6 +207,7 @@ impl SourceTask {
             Control::Barrier(b) => self.barrier(&b)?,
             Control::CheckpointComplete(id) => self.notify(id)?,
             Control::Stop => return Ok(Next::Stop),
+            Control::Terminate => return Err(RuntimeError::Cancelled),
         }
         Ok(Next::Continue)
     }
@@ -249,6 +266,19 @@ struct Gate {
 
 impl OperatorTask {
     pub(crate) fn run(mut self) -> Result<()> {
+        let r = self.run_to_end();
+        if r.as_ref().is_err_and(|e| e.is_cancellation()) {
+            // Checkpoints that completed before the end are still committed.
+            while let Ok(c) = self.link.control.try_recv() {
+                if let Control::CheckpointComplete(id) = c {
+                    let _ = self.head.notify_checkpoint_complete(id);
+                }
+            }
+        }
+        r
+    }
+
+    fn run_to_end(&mut self) -> Result<()> {
         self.head.open()?;
         let n = self.inputs.len();
         let mut gate = Gate {
@@ -313,6 +343,7 @@ impl OperatorTask {
                         self.head.notify_checkpoint_complete(id)?;
                         last_notified = Some(id);
                     }
+                    Ok(Control::Terminate) => return Err(RuntimeError::Cancelled),
                     Ok(_) | Err(TryRecvError::Empty) => {}
                     // The job handle is gone: no more notifications, the data goes on.
                     Err(TryRecvError::Disconnected) => control_open = false,

@@ -4,13 +4,15 @@
 //! flushed, synced and closed (pre-commit) and remembered in the checkpoint; when the
 //! checkpoint completes it is renamed to a visible part file (commit). After a crash the job
 //! restores its newest complete checkpoint: the files it remembers are committed (if the
-//! crash came before their rename), and in-progress files of the failed attempt are deleted
-//! once the restored job completes its first checkpoint. Readers see only committed part
-//! files, each record exactly once.
+//! crash came before their rename), files committed by failed attempts for checkpoints
+//! newer than the restored one are rolled back (the job falls back past a corrupt
+//! checkpoint, and replays what they held), and in-progress files of failed attempts are
+//! deleted once the restored job completes its first checkpoint. Readers see only committed
+//! part files, each record exactly once.
 //!
 //! ```text
-//! <dir>/part-<subtask>-<attempt>-<n>.jsonl       committed
-//! <dir>/.part-<subtask>-<attempt>-<n>.inprogress  being written or awaiting its checkpoint
+//! <dir>/part-<checkpoint>-<subtask>-<attempt>-<n>.jsonl   committed
+//! <dir>/.part-<subtask>-<attempt>-<n>.inprogress          being written or awaiting its checkpoint
 //! ```
 
 use std::fs::{self, File};
@@ -27,10 +29,19 @@ use tracing::warn;
 
 const IN_PROGRESS: &str = ".inprogress";
 
-fn committed_name(in_progress: &Path) -> Option<PathBuf> {
+fn committed_name(in_progress: &Path, checkpoint: u64) -> Option<PathBuf> {
     let name = in_progress.file_name()?.to_str()?;
-    let visible = name.strip_prefix('.')?.strip_suffix(IN_PROGRESS)?;
-    Some(in_progress.with_file_name(format!("{visible}.jsonl")))
+    let rest = name.strip_prefix(".part-")?.strip_suffix(IN_PROGRESS)?;
+    Some(in_progress.with_file_name(format!("part-{checkpoint:010}-{rest}.jsonl")))
+}
+
+/// The checkpoint and attempt of a committed part file's name.
+fn committed_parts(name: &str) -> Option<(u64, &str)> {
+    let rest = name.strip_prefix("part-")?.strip_suffix(".jsonl")?;
+    let mut fields = rest.split('-');
+    let checkpoint = fields.next()?.parse().ok()?;
+    let _subtask = fields.next()?;
+    Some((checkpoint, fields.next()?))
 }
 
 /// Writes JSON lines into part files committed only with the checkpoint that covers them.
@@ -86,8 +97,8 @@ impl<T> ExactlyOnceJsonLinesSink<T> {
         Ok(Some(path))
     }
 
-    fn commit(&self, path: &Path) -> Result<()> {
-        let Some(target) = committed_name(path) else {
+    fn commit(&self, checkpoint: u64, path: &Path) -> Result<()> {
+        let Some(target) = committed_name(path, checkpoint) else {
             return Err(RuntimeError::Internal(format!(
                 "not an in-progress file: {}",
                 path.display()
@@ -97,8 +108,37 @@ impl<T> ExactlyOnceJsonLinesSink<T> {
             Ok(()) => Ok(()),
             // Committed before a crash: the checkpoint's record of it is all that is left.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RuntimeError::external(
+                format!(
+                    "committing {} (output of completed checkpoint {checkpoint}): it is gone and was never \
+                     committed, so its records are lost (was the output directory changed or cleaned?)",
+                    path.display()
+                ),
+                e,
+            )),
             Err(e) => Err(self.error("committing", path, e)),
         }
+    }
+
+    /// Deletes part files that earlier attempts committed for checkpoints after `restored`:
+    /// the restored job replays what they hold.
+    fn roll_back_after(&self, restored: u64) -> Result<()> {
+        let entries = fs::read_dir(&self.dir).map_err(|e| self.error("listing", &self.dir, e))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some((checkpoint, attempt)) = committed_parts(&name) {
+                if checkpoint > restored && attempt != self.attempt {
+                    warn!(file = %name, restored, "rolling back output committed after the restored checkpoint");
+                    match fs::remove_file(e.path()) {
+                        Err(err) if err.kind() != std::io::ErrorKind::NotFound => {
+                            return Err(self.error("deleting", &e.path(), err));
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Deletes in-progress files that earlier attempts left and no checkpoint will commit.
@@ -123,11 +163,14 @@ impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
         self.attempt = format!("{:x}", ctx.info().attempt);
         self.checkpointing = ctx.info().checkpointing;
         fs::create_dir_all(&self.dir).map_err(|e| self.error("creating", &self.dir, e))?;
+        if let Some(restored) = ctx.info().restored_checkpoint {
+            self.roll_back_after(restored)?;
+        }
         if let Some(s) = ctx.restored_state() {
             // Pre-committed in the checkpoint we restore, which completed: commit them now.
             for item in &s.operator {
-                let (_, path): (u64, PathBuf) = decode(item)?;
-                self.commit(&path)?;
+                let (checkpoint, name): (u64, String) = decode(item)?;
+                self.commit(checkpoint, &self.dir.join(name))?;
             }
         }
         Ok(())
@@ -162,7 +205,19 @@ impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
         if let Some(path) = self.pre_commit()? {
             self.pending.push((barrier.id, path));
         }
-        let operator = self.pending.iter().map(encode).collect::<std::result::Result<_, _>>()?;
+        // File names only: the directory is the sink's, wherever the job runs.
+        let operator = self
+            .pending
+            .iter()
+            .map(|(c, p)| {
+                encode(&(
+                    *c,
+                    p.file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default(),
+                ))
+            })
+            .collect::<std::result::Result<_, _>>()?;
         Ok(StateSnapshot {
             operator,
             ..StateSnapshot::default()
@@ -174,8 +229,8 @@ impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
             .into_iter()
             .partition(|(c, _)| *c <= id);
         self.pending = waiting;
-        for (_, path) in &done {
-            self.commit(path)?;
+        for (checkpoint, path) in &done {
+            self.commit(*checkpoint, path)?;
         }
         if !self.cleaned && self.subtask == 0 {
             // Every subtask has restored (and committed what it was dealt) before any
@@ -189,7 +244,7 @@ impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
         if !self.checkpointing {
             // Without checkpoints there is nothing to wait for: commit at the end of input.
             if let Some(path) = self.pre_commit()? {
-                self.commit(&path)?;
+                self.commit(0, &path)?;
             }
         }
         Ok(())

@@ -65,9 +65,9 @@ impl<T: Data> SourceFunction for GeneratorSource<T> {
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus> {
         let count = self.count.unwrap_or(u64::MAX);
         self.sequences.retain(|(next, _)| *next < count);
-        let Some((next, step)) = self.sequences.first_mut() else {
+        if self.sequences.is_empty() {
             return Ok(SourceStatus::Finished);
-        };
+        }
         let mut n = ctx.info().batch_size.max(1) as u64;
         if let Some(rate) = self.rate {
             let now = ctx.processing_time();
@@ -79,12 +79,24 @@ impl<T: Data> SourceFunction for GeneratorSource<T> {
             }
             n = n.min(due - self.emitted);
         }
-        n = n.min((count - *next).div_ceil(*step));
         let mut batch = Vec::with_capacity(n as usize);
-        for _ in 0..n {
-            batch.push(Record::untimed((self.f)(*next)));
-            *next += *step;
+        if let [(next, step)] = self.sequences.as_mut_slice() {
+            for _ in 0..n.min((count - *next).div_ceil(*step)) {
+                batch.push(Record::untimed((self.f)(*next)));
+                *next += *step;
+            }
+        } else {
+            // Several sequences (restored from more subtasks than run now): interleave them
+            // in index order, so that what was generated in order stays in order.
+            while (batch.len() as u64) < n {
+                let Some((next, step)) = self.sequences.iter_mut().filter(|(next, _)| *next < count).min() else {
+                    break;
+                };
+                batch.push(Record::untimed((self.f)(*next)));
+                *next += *step;
+            }
         }
+        let n = batch.len() as u64;
         self.emitted += n;
         out.emit(Box::new(batch))?;
         Ok(SourceStatus::More)
