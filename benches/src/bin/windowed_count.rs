@@ -33,12 +33,19 @@ struct Args {
     /// Skip the runs with chaining off
     #[arg(long)]
     chained_only: bool,
+    /// Also measure each configuration with checkpoints every this many ms (0: don't)
+    #[arg(long, default_value_t = 1000)]
+    checkpoint_interval_ms: u64,
 }
 
-fn run(args: &Args, parallelism: usize, chaining: bool) -> anyhow::Result<(f64, u64)> {
+fn run(args: &Args, parallelism: usize, chaining: bool, checkpoints: bool) -> anyhow::Result<(f64, u64)> {
+    let dir = std::env::temp_dir().join(format!("floe-bench-chk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
     let env = Env::with_config(JobConfig {
         parallelism,
         chaining,
+        checkpoint_dir: checkpoints.then(|| dir.clone()),
+        checkpoint_interval_ms: args.checkpoint_interval_ms,
         ..JobConfig::default()
     });
     let (keys, per_ms) = (args.keys, args.events_per_ms.max(1));
@@ -50,8 +57,12 @@ fn run(args: &Args, parallelism: usize, chaining: bool) -> anyhow::Result<(f64, 
         .aggregate(Count)
         .count();
     let start = Instant::now();
-    env.execute("windowed-count")?;
+    let result = env.execute("windowed-count")?;
     let secs = start.elapsed().as_secs_f64();
+    if checkpoints {
+        println!("    {} checkpoints completed", result.last_checkpoint.unwrap_or(0));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
     Ok((args.events as f64 / secs, windows.get()))
 }
 
@@ -67,7 +78,7 @@ fn main() -> anyhow::Result<()> {
             if !chaining && args.chained_only {
                 continue;
             }
-            let (rate, windows) = run(&args, p, chaining)?;
+            let (rate, windows) = run(&args, p, chaining, false)?;
             if chaining {
                 chained.push((p, rate));
             }
@@ -78,6 +89,15 @@ fn main() -> anyhow::Result<()> {
                 rate,
                 rate / base
             );
+            if chaining && args.checkpoint_interval_ms > 0 {
+                let (rate, _) = run(&args, p, chaining, true)?;
+                println!(
+                    "parallelism {p} chaining on, checkpoints every {} ms: {:>12.0} events/s ({:.2}x)",
+                    args.checkpoint_interval_ms,
+                    rate,
+                    rate / base
+                );
+            }
         }
     }
     Ok(())
