@@ -2,8 +2,12 @@
 
 use std::sync::Arc;
 
-use floe_checkpoints::{decode, encode, StateSnapshot};
-use floe_runtime::{CheckpointBarrier, Data, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus};
+use floe_checkpoints::StateSnapshot;
+use floe_runtime::{
+    CheckpointBarrier, Data, OperatorContext, Output, Record, Result, RuntimeError, SourceFunction, SourceStatus,
+};
+
+use super::sequences::Sequences;
 
 /// Emits the items of a collection; subtask `i` of `p` emits items `i, i + p, ...` in order.
 ///
@@ -15,59 +19,42 @@ use floe_runtime::{CheckpointBarrier, Data, OperatorContext, Output, Record, Res
 /// ```
 pub struct CollectionSource<T> {
     items: Arc<Vec<T>>,
-    /// Index sequences still to emit: (next, step), dealt out on a restore.
-    sequences: Vec<(u64, u64)>,
+    sequences: Option<Sequences>,
 }
 
 impl<T> CollectionSource<T> {
     /// A source over `items`.
     pub fn new(items: Arc<Vec<T>>) -> Self {
-        CollectionSource {
-            items,
-            sequences: Vec::new(),
-        }
+        CollectionSource { items, sequences: None }
     }
 }
 
 impl<T: Data + Sync> SourceFunction for CollectionSource<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        let (index, p) = (ctx.info().subtask_index as u64, ctx.info().parallelism.max(1) as u64);
-        self.sequences = match ctx.restored_state() {
-            Some(s) => s
-                .operator
-                .iter()
-                .map(|b| decode(b))
-                .collect::<std::result::Result<_, _>>()?,
-            None => vec![(index, p)],
-        };
+        self.sequences = Some(Sequences::open(ctx)?);
         Ok(())
     }
 
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus> {
-        let len = self.items.len() as u64;
-        self.sequences.retain(|(next, _)| *next < len);
-        let Some((next, step)) = self.sequences.first_mut() else {
-            return Ok(SourceStatus::Finished);
+        let Some(sequences) = self.sequences.as_mut() else {
+            return Err(RuntimeError::Internal("collection source polled before open".into()));
         };
         let max = ctx.info().batch_size.max(1);
         let mut batch = Vec::with_capacity(max.min(self.items.len()));
-        while batch.len() < max && *next < len {
-            batch.push(Record::untimed(self.items[*next as usize].clone()));
-            *next += *step;
+        let items = &self.items;
+        sequences.take(items.len() as u64, max, |i| {
+            batch.push(Record::untimed(items[i as usize].clone()))
+        });
+        if batch.is_empty() {
+            return Ok(SourceStatus::Finished);
         }
         out.emit(Box::new(batch))?;
         Ok(SourceStatus::More)
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        let operator = self
-            .sequences
-            .iter()
-            .map(encode)
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(StateSnapshot {
-            operator,
-            ..StateSnapshot::default()
-        })
+        self.sequences
+            .as_ref()
+            .map_or_else(|| Ok(StateSnapshot::default()), Sequences::snapshot)
     }
 }

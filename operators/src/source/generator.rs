@@ -3,8 +3,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use floe_checkpoints::{decode, encode, StateSnapshot};
-use floe_runtime::{CheckpointBarrier, Data, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus};
+use floe_checkpoints::StateSnapshot;
+use floe_runtime::{
+    CheckpointBarrier, Data, OperatorContext, Output, Record, Result, RuntimeError, SourceFunction, SourceStatus,
+};
+
+use super::sequences::Sequences;
 
 /// Emits `f(i)` for `i` in `0..count` (or forever): subtask `s` of `p` emits `s, s + p, ...`,
 /// so the union over the subtasks is exactly `0..count` at any parallelism. Without a rate it
@@ -20,9 +24,7 @@ pub struct GeneratorSource<T> {
     count: Option<u64>,
     f: Arc<dyn Fn(u64) -> T + Send + Sync>,
     rate: Option<f64>,
-    /// Index sequences still to emit: (next, step). One per subtask of the run that
-    /// started them, so that a restore at another parallelism can deal them out.
-    sequences: Vec<(u64, u64)>,
+    sequences: Option<Sequences>,
     emitted: u64,
     started: Option<i64>,
 }
@@ -34,7 +36,7 @@ impl<T> GeneratorSource<T> {
             count,
             f,
             rate: None,
-            sequences: Vec::new(),
+            sequences: None,
             emitted: 0,
             started: None,
         }
@@ -49,25 +51,12 @@ impl<T> GeneratorSource<T> {
 
 impl<T: Data> SourceFunction for GeneratorSource<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
-        let (index, p) = (ctx.info().subtask_index as u64, ctx.info().parallelism.max(1) as u64);
-        self.sequences = match ctx.restored_state() {
-            Some(s) => s
-                .operator
-                .iter()
-                .map(|b| decode(b))
-                .collect::<std::result::Result<_, _>>()?,
-            None => vec![(index, p)],
-        };
-        self.rate = self.rate.map(|r| r / p as f64);
+        self.sequences = Some(Sequences::open(ctx)?);
+        self.rate = self.rate.map(|r| r / ctx.info().parallelism.max(1) as f64);
         Ok(())
     }
 
     fn poll_batch(&mut self, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<SourceStatus> {
-        let count = self.count.unwrap_or(u64::MAX);
-        self.sequences.retain(|(next, _)| *next < count);
-        if self.sequences.is_empty() {
-            return Ok(SourceStatus::Finished);
-        }
         let mut n = ctx.info().batch_size.max(1) as u64;
         if let Some(rate) = self.rate {
             let now = ctx.processing_time();
@@ -79,39 +68,25 @@ impl<T: Data> SourceFunction for GeneratorSource<T> {
             }
             n = n.min(due - self.emitted);
         }
+        let Some(sequences) = self.sequences.as_mut() else {
+            return Err(RuntimeError::Internal("generator polled before open".into()));
+        };
+        let end = self.count.unwrap_or(u64::MAX);
         let mut batch = Vec::with_capacity(n as usize);
-        if let [(next, step)] = self.sequences.as_mut_slice() {
-            for _ in 0..n.min((count - *next).div_ceil(*step)) {
-                batch.push(Record::untimed((self.f)(*next)));
-                *next += *step;
-            }
-        } else {
-            // Several sequences (restored from more subtasks than run now): interleave them
-            // in index order, so that what was generated in order stays in order.
-            while (batch.len() as u64) < n {
-                let Some((next, step)) = self.sequences.iter_mut().filter(|(next, _)| *next < count).min() else {
-                    break;
-                };
-                batch.push(Record::untimed((self.f)(*next)));
-                *next += *step;
-            }
+        let f = &self.f;
+        sequences.take(end, n as usize, |i| batch.push(Record::untimed(f(i))));
+        if batch.is_empty() {
+            return Ok(SourceStatus::Finished);
         }
-        let n = batch.len() as u64;
-        self.emitted += n;
+        self.emitted += batch.len() as u64;
         out.emit(Box::new(batch))?;
         Ok(SourceStatus::More)
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        let operator = self
-            .sequences
-            .iter()
-            .map(encode)
-            .collect::<std::result::Result<_, _>>()?;
-        Ok(StateSnapshot {
-            operator,
-            ..StateSnapshot::default()
-        })
+        self.sequences
+            .as_ref()
+            .map_or_else(|| Ok(StateSnapshot::default()), Sequences::snapshot)
     }
 }
 

@@ -4,6 +4,7 @@
 pub mod collection;
 pub mod file;
 pub mod generator;
+mod sequences;
 
 #[cfg(test)]
 pub(crate) mod test_support;
