@@ -1,13 +1,10 @@
 #!/usr/bin/env bash
-# Runs Floe's whole test suite: unit tests, property tests, doc-tests and end-to-end tests.
+# Runs Floe's whole test suite: unit tests, property tests, doc-tests, end-to-end and crash
+# tests, with every feature (the RocksDB state backend included).
 # Installs what the suite needs first, or says exactly what is missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-need() {
-  command -v "$1" >/dev/null 2>&1 || { echo "missing: $1 — $2" >&2; exit 1; }
-}
-need cargo "install Rust (stable) with rustup: https://rustup.rs"
-need cc "install a C compiler (Debian: apt-get install build-essential)"
+"$(dirname "$0")/deps.sh"
 
-cargo test --workspace --locked "$@"
+cargo test --workspace --all-features --locked "$@"

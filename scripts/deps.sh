@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Checks (and where it can, installs) what building Floe with every feature needs.
+set -euo pipefail
+
+need() {
+  command -v "$1" >/dev/null 2>&1 || { echo "missing: $1 — $2" >&2; exit 1; }
+}
+need cargo "install Rust (stable) with rustup: https://rustup.rs"
+need cc "install a C and C++ compiler (Debian: apt-get install build-essential)"
+need c++ "install a C++ compiler (Debian: apt-get install g++)"
+
+# RocksDB's bindings are generated with bindgen, which needs libclang.
+has_libclang() {
+  # libclang itself, not libclang-cpp (which bindgen cannot use).
+  ldconfig -p 2>/dev/null | grep -Eq 'libclang(-[0-9.]+)?\.so' ||
+    compgen -G '/usr/lib/llvm-*/lib/libclang.so*' >/dev/null ||
+    compgen -G '/usr/lib/llvm-*/lib/libclang-[0-9]*.so*' >/dev/null
+}
+if ! has_libclang; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing libclang-dev (needed to build RocksDB's bindings)" >&2
+    apt-get install -y -qq libclang-dev >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null; }
+  else
+    echo "missing: libclang — install it (Debian: sudo apt-get install libclang-dev) and run again" >&2
+    exit 1
+  fi
+fi
+
