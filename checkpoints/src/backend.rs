@@ -7,6 +7,7 @@ use std::sync::Arc;
 use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange};
 use crate::memory::{AnyTable, Table, NEVER};
+use crate::rocks::{read_native, DbDir};
 use crate::snapshot::StateSnapshot;
 use crate::state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey, StateTtl, ValueState,
@@ -19,6 +20,26 @@ pub enum StateBackendKind {
     /// Objects on the heap: fastest, bounded by memory.
     #[default]
     Memory,
+    /// RocksDB in `dir` (a working copy; durability comes from checkpoints), with a
+    /// write-back cache of at most `cache_entries` entries per state in front of it.
+    /// Snapshots are incremental: a checkpoint uploads only the SST files that are new.
+    RocksDb {
+        /// Directory of the database.
+        dir: std::path::PathBuf,
+        /// Entries per state kept on the heap before they are written out and evicted.
+        cache_entries: usize,
+        /// Bytes of RocksDB's block cache (uncompressed blocks read from SST files).
+        block_cache_bytes: usize,
+    },
+}
+
+/// A directory of its own under the system's temporary directory, for a heap backend that
+/// reads a RocksDB snapshot.
+fn scratch_dir() -> std::path::PathBuf {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    std::env::temp_dir().join(format!("floe-restore-{}-{nanos:x}", std::process::id()))
 }
 
 /// Prefix of the snapshot blobs of keyed states.
@@ -43,7 +64,7 @@ struct Registered {
 /// ```
 /// use floe_checkpoints::{KeyedStateBackend, KeyGroupRange, StateBackendKind, assign_key_group};
 /// let mut backend: KeyedStateBackend<String> =
-///     KeyedStateBackend::new(StateBackendKind::Memory, 128, KeyGroupRange::for_subtask(128, 1, 0));
+///     KeyedStateBackend::new(StateBackendKind::Memory, 128, KeyGroupRange::for_subtask(128, 1, 0)).unwrap();
 /// let count = backend.value_state::<u64, ()>("count", None).unwrap();
 /// let key = "alice".to_string();
 /// let kg = assign_key_group(&key, 128);
@@ -60,13 +81,23 @@ pub struct KeyedStateBackend<K> {
     /// Restored entries of states not registered yet, by state name: they are decoded when
     /// the state is registered and its types are known.
     pending: HashMap<String, Vec<(KeyGroup, Vec<u8>)>>,
+    /// The RocksDB database, if the backend is RocksDB (its directory goes with it).
+    db: Option<DbDir>,
     _key: std::marker::PhantomData<fn() -> K>,
 }
 
 impl<K: StateKey> KeyedStateBackend<K> {
-    /// A backend for the key groups in `range`.
-    pub fn new(kind: StateBackendKind, max_parallelism: u16, range: KeyGroupRange) -> Self {
-        KeyedStateBackend {
+    /// A backend for the key groups in `range` (for RocksDB, a fresh database in its
+    /// directory).
+    pub fn new(kind: StateBackendKind, max_parallelism: u16, range: KeyGroupRange) -> Result<Self> {
+        let db = match &kind {
+            StateBackendKind::Memory => None,
+            StateBackendKind::RocksDb {
+                dir, block_cache_bytes, ..
+            } => Some(DbDir::open(dir, *block_cache_bytes)?),
+        };
+        Ok(KeyedStateBackend {
+            db,
             kind,
             max_parallelism,
             range,
@@ -75,7 +106,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
             states: Vec::new(),
             pending: HashMap::new(),
             _key: std::marker::PhantomData,
-        }
+        })
     }
 
     /// The backend kind.
@@ -94,18 +125,26 @@ impl<K: StateKey> KeyedStateBackend<K> {
     }
 
     /// Sets the processing time (ms) that TTL is measured against; purges expired entries
-    /// once per shortest TTL so keys that are never read again do not leak.
-    pub fn set_processing_time(&mut self, now: i64) {
+    /// once per shortest TTL so keys that are never read again do not leak; with RocksDB,
+    /// writes out (in one write batch per state) and evicts caches that outgrew their bound.
+    /// Operators call it once per batch.
+    pub fn set_processing_time(&mut self, now: i64) -> Result<()> {
         self.now = now;
         if now >= self.next_purge {
             let now = self.now;
             for s in &mut self.states {
                 if s.ttl.is_some() {
-                    s.table.purge_expired(now);
+                    s.table.purge_expired(now)?;
                 }
             }
             self.next_purge = self.min_ttl().map_or(NEVER, |t| now.saturating_add(t));
         }
+        if let StateBackendKind::RocksDb { cache_entries, .. } = self.kind {
+            for s in &mut self.states {
+                s.table.flush(cache_entries, false)?;
+            }
+        }
+        Ok(())
     }
 
     fn min_ttl(&self) -> Option<i64> {
@@ -122,9 +161,19 @@ impl<K: StateKey> KeyedStateBackend<K> {
         self.len() == 0
     }
 
-    /// Adds every live entry to `snapshot`, per key group (blobs named `state/<name>`).
-    pub fn snapshot(&self, snapshot: &mut StateSnapshot) -> Result<()> {
-        for s in &self.states {
+    /// Adds the state to `snapshot`: on the heap, every live entry per key group (blobs named
+    /// `state/<name>`); with RocksDB, the caches are written out and the database's files are
+    /// checkpointed locally (hard links), for checkpoint storage to upload what it lacks.
+    pub fn snapshot(&mut self, snapshot: &mut StateSnapshot) -> Result<()> {
+        if let Some(db) = &mut self.db {
+            for s in &mut self.states {
+                s.table.flush(usize::MAX, true)?;
+            }
+            let names: Vec<&str> = self.states.iter().map(|s| s.name.as_str()).collect();
+            snapshot.native.push(db.checkpoint(&names, self.range)?);
+            return Ok(());
+        }
+        for s in &mut self.states {
             for kg in self.range.start..self.range.end {
                 if let Some(bytes) = s.table.snapshot_group(kg, self.now)? {
                     snapshot.add_keyed(kg, &format!("{STATE_PREFIX}{}", s.name), bytes);
@@ -135,24 +184,41 @@ impl<K: StateKey> KeyedStateBackend<K> {
     }
 
     /// Loads the entries of the key groups of this backend from `snapshot` (which may hold
-    /// more key groups: a snapshot taken at another parallelism).
+    /// more key groups: a snapshot taken at another parallelism). A RocksDB snapshot of
+    /// exactly this range is restored by linking its files into the database; otherwise the
+    /// key groups of this range are read out of the old databases, whichever backend this is.
     pub fn restore(&mut self, snapshot: &StateSnapshot) -> Result<()> {
         for (kg, blobs) in snapshot.key_groups.range(self.range.start..self.range.end) {
             for (name, bytes) in blobs {
-                let Some(state) = name.strip_prefix(STATE_PREFIX) else {
-                    continue;
-                };
-                match self.states.iter_mut().find(|s| s.name == state) {
-                    Some(s) => s.table.restore_group(*kg, bytes)?,
-                    None => self
-                        .pending
-                        .entry(state.to_string())
-                        .or_default()
-                        .push((*kg, bytes.clone())),
+                if let Some(state) = name.strip_prefix(STATE_PREFIX) {
+                    self.restore_blob(state, *kg, bytes.clone())?;
                 }
             }
         }
+        let whole = matches!(&snapshot.native[..], [n] if n.range == self.range) && self.states.is_empty();
+        if let (Some(db), true) = (&mut self.db, whole) {
+            return db.install(&snapshot.native[0]);
+        }
+        for native in &snapshot.native {
+            let scratch = match &self.db {
+                Some(db) => db.scratch(),
+                None => scratch_dir(),
+            };
+            for (state, kg, blob) in read_native(native, &scratch, self.range)? {
+                self.restore_blob(&state, kg, blob)?;
+            }
+        }
         Ok(())
+    }
+
+    fn restore_blob(&mut self, state: &str, kg: KeyGroup, bytes: Vec<u8>) -> Result<()> {
+        match self.states.iter_mut().find(|s| s.name == state) {
+            Some(s) => s.table.restore_group(kg, &bytes),
+            None => {
+                self.pending.entry(state.to_string()).or_default().push((kg, bytes));
+                Ok(())
+            }
+        }
     }
 
     fn register<N: StateKey, S: StateData>(&mut self, name: &str, ttl: Option<StateTtl>) -> Result<usize> {
@@ -163,7 +229,11 @@ impl<K: StateKey> KeyedStateBackend<K> {
             }
             return Ok(i);
         }
-        let mut table = Table::<K, N, S>::new(self.range);
+        let store = match &self.db {
+            Some(db) => Some(db.store(name)?),
+            None => None,
+        };
+        let mut table = Table::<K, N, S>::new(self.range, store);
         for (kg, bytes) in self.pending.remove(name).unwrap_or_default() {
             table.restore_group(kg, &bytes)?;
         }
@@ -265,7 +335,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<V>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, V>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now).map(|e| e.value.clone()))
+        Ok(t.get_mut(kg, key, ns, now, false)?.map(|e| e.value.clone()))
     }
 
     /// Sets the value of `key` in `ns`.
@@ -279,7 +349,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<()> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, V>(h.id)?;
-        let e = t.get_or_insert_with(kg, key, ns, now, || v.clone());
+        let e = t.get_or_insert_with(kg, key, ns, now, || v.clone())?;
         e.value = v;
         e.expires_at = expiry(now, ttl);
         Ok(())
@@ -297,7 +367,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<R> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, V>(h.id)?;
-        let e = t.get_or_insert_with(kg, key, ns, now, init);
+        let e = t.get_or_insert_with(kg, key, ns, now, init)?;
         e.expires_at = expiry(now, ttl);
         Ok(f(&mut e.value))
     }
@@ -319,7 +389,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         let e = t.get_or_insert_with(kg, key, ns, now, || {
             created = true;
             Vec::new()
-        });
+        })?;
         e.value.push(v);
         e.expires_at = expiry(now, ttl);
         Ok(created)
@@ -335,7 +405,9 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Vec<V>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, Vec<V>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now).map(|e| e.value.clone()).unwrap_or_default())
+        Ok(t.get_mut(kg, key, ns, now, false)?
+            .map(|e| e.value.clone())
+            .unwrap_or_default())
     }
 
     /// Replaces the list of `key` in `ns` (an empty list clears it).
@@ -350,10 +422,10 @@ impl<K: StateKey> KeyedStateBackend<K> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
         if vs.is_empty() {
-            t.remove(kg, key, ns, now);
+            t.remove(kg, key, ns, now)?;
             return Ok(());
         }
-        let e = t.get_or_insert_with(kg, key, ns, now, Vec::new);
+        let e = t.get_or_insert_with(kg, key, ns, now, Vec::new)?;
         e.value = vs;
         e.expires_at = expiry(now, ttl);
         Ok(())
@@ -372,7 +444,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<UV>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now).and_then(|e| e.value.get(uk).cloned()))
+        Ok(t.get_mut(kg, key, ns, now, false)?
+            .and_then(|e| e.value.get(uk).cloned()))
     }
 
     /// Puts `uv` under `uk` in the map of `key` in `ns`.
@@ -387,7 +460,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<()> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        let e = t.get_or_insert_with(kg, key, ns, now, hashbrown::HashMap::new);
+        let e = t.get_or_insert_with(kg, key, ns, now, hashbrown::HashMap::new)?;
         e.value.insert(uk, uv);
         e.expires_at = expiry(now, ttl);
         Ok(())
@@ -404,12 +477,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<UV>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        let Some(e) = t.get_mut(kg, key, ns, now) else {
+        let Some(e) = t.get_mut(kg, key, ns, now, true)? else {
             return Ok(None);
         };
         let old = e.value.remove(uk);
         if e.value.is_empty() {
-            t.remove(kg, key, ns, now);
+            t.remove(kg, key, ns, now)?;
         }
         Ok(old)
     }
@@ -424,7 +497,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Vec<(UK, UV)>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now)
+        Ok(t.get_mut(kg, key, ns, now, false)?
             .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
             .unwrap_or_default())
     }
@@ -442,12 +515,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<()> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, V>(h.id)?;
-        match t.get_mut(kg, key, ns, now) {
+        match t.get_mut(kg, key, ns, now, true)? {
             Some(e) => {
                 e.value = (h.reduce)(&e.value, &v);
                 e.expires_at = expiry(now, ttl);
             }
-            None => t.get_or_insert_with(kg, key, ns, now, || v).expires_at = expiry(now, ttl),
+            None => t.get_or_insert_with(kg, key, ns, now, || v)?.expires_at = expiry(now, ttl),
         }
         Ok(())
     }
@@ -462,7 +535,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<V>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, V>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now).map(|e| e.value.clone()))
+        Ok(t.get_mut(kg, key, ns, now, false)?.map(|e| e.value.clone()))
     }
 
     // ---- aggregating ----
@@ -482,7 +555,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         let e = t.get_or_insert_with(kg, key, ns, now, || {
             created = true;
             h.function.create_accumulator()
-        });
+        })?;
         h.function.add(v, &mut e.value);
         e.expires_at = expiry(now, ttl);
         Ok(created)
@@ -498,7 +571,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<Option<F::Out>> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, F::Acc>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now).map(|e| h.function.get_result(&e.value)))
+        Ok(t.get_mut(kg, key, ns, now, false)?
+            .map(|e| h.function.get_result(&e.value)))
     }
 
     /// Merges the accumulators of `sources` into `target` (session windows merging).
@@ -538,7 +612,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
 
     /// Removes the entries of `sources` and folds them into `target` (created with `init`).
     #[allow(clippy::too_many_arguments)]
-    fn merge_into<N: StateKey, S: Send + 'static>(
+    fn merge_into<N: StateKey, S: StateData>(
         &mut self,
         id: usize,
         kg: KeyGroup,
@@ -550,15 +624,14 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<()> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, S>(id)?;
-        let moved: Vec<S> = sources
-            .iter()
-            .filter(|ns| *ns != target)
-            .filter_map(|ns| t.remove(kg, key, ns, now))
-            .collect();
+        let mut moved: Vec<S> = Vec::new();
+        for ns in sources.iter().filter(|ns| *ns != target) {
+            moved.extend(t.remove(kg, key, ns, now)?);
+        }
         if moved.is_empty() {
             return Ok(());
         }
-        let e = t.get_or_insert_with(kg, key, target, now, init);
+        let e = t.get_or_insert_with(kg, key, target, now, init)?;
         for s in moved {
             combine(&mut e.value, s);
         }
@@ -569,10 +642,10 @@ impl<K: StateKey> KeyedStateBackend<K> {
     // ---- any state ----
 
     /// Removes the entry of `key` in `ns` from the state with handle id `id`.
-    fn clear_id<N: StateKey, S: Send + 'static>(&mut self, id: usize, kg: KeyGroup, key: &K, ns: &N) -> Result<()> {
+    fn clear_id<N: StateKey, S: StateData>(&mut self, id: usize, kg: KeyGroup, key: &K, ns: &N) -> Result<()> {
         self.check(kg)?;
         let (t, now, _) = self.table::<N, S>(id)?;
-        t.remove(kg, key, ns, now);
+        t.remove(kg, key, ns, now)?;
         Ok(())
     }
 
@@ -638,7 +711,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         let (t, now, _) = self.table::<N, V>(h.id)?;
         let mut out = Vec::new();
         for kg in range.start..range.end {
-            out.extend(t.iter_group(kg, now).map(|(k, n, v)| (k.clone(), n.clone(), v.clone())));
+            out.extend(t.entries_of_group(kg, now)?.into_iter().map(|(k, n, v, _)| (k, n, v)));
         }
         Ok(out)
     }

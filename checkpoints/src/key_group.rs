@@ -93,7 +93,7 @@ pub fn subtask_for_key_group(key_group: KeyGroup, max_parallelism: u16, parallel
 }
 
 /// A contiguous range `start..end` of key groups owned by one subtask.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct KeyGroupRange {
     /// First key group of the range.
     pub start: KeyGroup,

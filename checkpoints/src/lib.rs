@@ -9,6 +9,12 @@ mod backend;
 mod error;
 mod key_group;
 mod memory;
+mod objects;
+#[cfg(feature = "rocksdb")]
+mod rocks;
+#[cfg(not(feature = "rocksdb"))]
+#[path = "rocks_off.rs"]
+mod rocks;
 mod snapshot;
 mod state;
 mod storage;

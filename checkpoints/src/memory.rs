@@ -1,4 +1,6 @@
-//! The in-memory (heap) backend: one hash table per state, split by key group.
+//! State tables: one hash table per state, split by key group. With a RocksDB store behind
+//! it, the table is a write-back cache: misses read through, changes are written in batches
+//! when the backend flushes (at every checkpoint, and when the cache outgrows its bound).
 
 use std::any::Any;
 use std::hash::{Hash, Hasher};
@@ -7,6 +9,7 @@ use hashbrown::{Equivalent, HashMap};
 
 use crate::error::Result;
 use crate::key_group::{KeyGroup, KeyGroupRange};
+use crate::rocks::RocksStore;
 use crate::snapshot::{decode, encode};
 use crate::state::{StateData, StateKey};
 
@@ -17,6 +20,8 @@ pub(crate) const NEVER: i64 = i64::MAX;
 pub(crate) struct Entry<S> {
     pub(crate) value: S,
     pub(crate) expires_at: i64,
+    /// Changed since the store last saw it (meaningful only with a store).
+    dirty: bool,
 }
 
 /// Borrowed `(key, namespace)`, hashed exactly like the owned tuple so lookups need no clone.
@@ -39,13 +44,18 @@ impl<K: Eq, N: Eq> Equivalent<(K, N)> for Lookup<'_, K, N> {
 pub(crate) struct Table<K, N, S> {
     range: KeyGroupRange,
     groups: Vec<HashMap<(K, N), Entry<S>>>,
+    store: Option<RocksStore<K, N, S>>,
+    /// Entries removed from the cache that the store still has.
+    deleted: Vec<(KeyGroup, K, N)>,
 }
 
-impl<K: StateKey, N: StateKey, S: Send + 'static> Table<K, N, S> {
-    pub(crate) fn new(range: KeyGroupRange) -> Self {
+impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
+    pub(crate) fn new(range: KeyGroupRange, store: Option<RocksStore<K, N, S>>) -> Self {
         Table {
             range,
             groups: (0..range.len()).map(|_| HashMap::new()).collect(),
+            store,
+            deleted: Vec::new(),
         }
     }
 
@@ -54,22 +64,55 @@ impl<K: StateKey, N: StateKey, S: Send + 'static> Table<K, N, S> {
         &mut self.groups[i]
     }
 
-    /// The live entry of `(key, ns)`, dropping it first if it expired.
-    pub(crate) fn get_mut(&mut self, kg: KeyGroup, key: &K, ns: &N, now: i64) -> Option<&mut Entry<S>> {
-        let group = self.group(kg);
+    /// Brings `(key, ns)` into the cache from the store if it is there and not cached.
+    fn load(&mut self, kg: KeyGroup, key: &K, ns: &N) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let i = usize::from(kg.wrapping_sub(self.range.start));
+        if self.groups[i].contains_key(&Lookup(key, ns)) {
+            return Ok(());
+        }
+        if let Some((value, expires_at)) = store.load(kg, key, ns)? {
+            let entry = Entry {
+                value,
+                expires_at,
+                dirty: false,
+            };
+            self.groups[i].insert((key.clone(), ns.clone()), entry);
+        }
+        Ok(())
+    }
+
+    /// The live entry of `(key, ns)`, dropping it first if it expired; `write` marks it
+    /// changed.
+    pub(crate) fn get_mut(
+        &mut self,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        now: i64,
+        write: bool,
+    ) -> Result<Option<&mut Entry<S>>> {
+        self.load(kg, key, ns)?;
         let lookup = Lookup(key, ns);
-        let expired = match group.get(&lookup) {
-            None => return None,
+        let expired = match self.group(kg).get(&lookup) {
+            None => return Ok(None),
             Some(e) => e.expires_at <= now,
         };
         if expired {
-            group.remove(&lookup);
-            return None;
+            self.remove(kg, key, ns, now)?;
+            return Ok(None);
         }
-        group.get_mut(&lookup)
+        let e = self.group(kg).get_mut(&lookup);
+        if let Some(e) = e {
+            e.dirty |= write;
+            return Ok(Some(e));
+        }
+        Ok(None)
     }
 
-    /// The entry of `(key, ns)`, created with `init` if absent or expired.
+    /// The entry of `(key, ns)` (marked changed), created with `init` if absent or expired.
     pub(crate) fn get_or_insert_with(
         &mut self,
         kg: KeyGroup,
@@ -77,46 +120,90 @@ impl<K: StateKey, N: StateKey, S: Send + 'static> Table<K, N, S> {
         ns: &N,
         now: i64,
         init: impl FnOnce() -> S,
-    ) -> &mut Entry<S> {
+    ) -> Result<&mut Entry<S>> {
+        self.load(kg, key, ns)?;
         let group = self.group(kg);
         let lookup = Lookup(key, ns);
         let live = matches!(group.get(&lookup), Some(e) if e.expires_at > now);
         if !live {
-            group.insert(
-                (key.clone(), ns.clone()),
-                Entry {
-                    value: init(),
-                    expires_at: NEVER,
-                },
-            );
+            let entry = Entry {
+                value: init(),
+                expires_at: NEVER,
+                dirty: true,
+            };
+            group.insert((key.clone(), ns.clone()), entry);
         }
-        group.get_mut(&lookup).expect("entry was just ensured")
+        let e = group.get_mut(&lookup).expect("entry was just ensured");
+        e.dirty = true;
+        Ok(e)
     }
 
-    pub(crate) fn remove(&mut self, kg: KeyGroup, key: &K, ns: &N, now: i64) -> Option<S> {
-        let e = self.group(kg).remove(&Lookup(key, ns))?;
-        (e.expires_at > now).then_some(e.value)
+    pub(crate) fn remove(&mut self, kg: KeyGroup, key: &K, ns: &N, now: i64) -> Result<Option<S>> {
+        self.load(kg, key, ns)?;
+        let Some(e) = self.group(kg).remove(&Lookup(key, ns)) else {
+            return Ok(None);
+        };
+        if self.store.is_some() {
+            self.deleted.push((kg, key.clone(), ns.clone()));
+        }
+        Ok((e.expires_at > now).then_some(e.value))
+    }
+
+    /// Writes changes to the store; with `evict`, empties the cache afterwards.
+    pub(crate) fn flush(&mut self, evict: bool) -> Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let range = self.range;
+        let puts = self.groups.iter().enumerate().flat_map(|(i, g)| {
+            g.iter()
+                .filter(|(_, e)| e.dirty)
+                .map(move |((k, n), e)| (range.start + i as KeyGroup, k, n, Some((&e.value, e.expires_at))))
+        });
+        let deletes = self.deleted.iter().map(|(kg, k, n)| (*kg, k, n, None));
+        store.write(deletes.chain(puts))?;
+        self.deleted.clear();
+        for g in &mut self.groups {
+            if evict {
+                g.clear();
+            } else {
+                g.values_mut().for_each(|e| e.dirty = false);
+            }
+        }
+        Ok(())
     }
 
     /// Every live `(key, namespace)` of one key group with its value.
-    pub(crate) fn iter_group(&self, kg: KeyGroup, now: i64) -> impl Iterator<Item = (&K, &N, &S)> {
+    pub(crate) fn entries_of_group(&mut self, kg: KeyGroup, now: i64) -> Result<Vec<(K, N, S, i64)>> {
+        if self.store.is_some() {
+            if self.groups.iter().any(|g| g.values().any(|e| e.dirty)) || !self.deleted.is_empty() {
+                self.flush(false)?;
+            }
+            if let Some(store) = &self.store {
+                return Ok(store.scan_group(kg)?.into_iter().filter(|e| e.3 > now).collect());
+            }
+        }
         let i = usize::from(kg.wrapping_sub(self.range.start));
-        self.groups[i]
+        Ok(self.groups[i]
             .iter()
-            .filter(move |(_, e)| e.expires_at > now)
-            .map(|((k, n), e)| (k, n, &e.value))
+            .filter(|(_, e)| e.expires_at > now)
+            .map(|((k, n), e)| (k.clone(), n.clone(), e.value.clone(), e.expires_at))
+            .collect())
     }
 }
 
 /// Operations on a table that need not know its types.
 pub(crate) trait AnyTable: Send {
     fn as_any_mut(&mut self) -> &mut dyn Any;
-    /// Drops expired entries; returns how many were dropped.
-    fn purge_expired(&mut self, now: i64) -> usize;
-    /// Number of stored entries, expired or not.
+    /// Drops expired cached entries; returns how many were dropped.
+    fn purge_expired(&mut self, now: i64) -> Result<usize>;
+    /// Number of cached entries, expired or not.
     fn len(&self) -> usize;
+    /// If the cache holds more than `max` entries, or `always`, writes changes to the store;
+    /// in the first case it also empties the cache.
+    fn flush(&mut self, max: usize, always: bool) -> Result<()>;
     /// The live entries of key group `kg`, encoded; `None` if there are none.
-    fn snapshot_group(&self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>>;
+    fn snapshot_group(&mut self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>>;
     /// Adds the entries of a blob made by `snapshot_group`.
     fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()>;
 }
@@ -126,27 +213,38 @@ impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
         self
     }
 
-    fn purge_expired(&mut self, now: i64) -> usize {
-        let mut dropped = 0;
-        for g in &mut self.groups {
-            let before = g.len();
-            g.retain(|_, e| e.expires_at > now);
-            dropped += before - g.len();
+    fn purge_expired(&mut self, now: i64) -> Result<usize> {
+        let mut expired = Vec::new();
+        for (i, g) in self.groups.iter_mut().enumerate() {
+            g.retain(|(k, n), e| {
+                let live = e.expires_at > now;
+                if !live {
+                    expired.push((self.range.start + i as KeyGroup, k.clone(), n.clone()));
+                }
+                live
+            });
         }
-        dropped
+        let dropped = expired.len();
+        if self.store.is_some() {
+            self.deleted.extend(expired);
+        }
+        Ok(dropped)
     }
 
     fn len(&self) -> usize {
         self.groups.iter().map(|g| g.len()).sum()
     }
 
-    fn snapshot_group(&self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>> {
-        let i = usize::from(kg.wrapping_sub(self.range.start));
-        let entries: Vec<(&K, &N, &S, i64)> = self.groups[i]
-            .iter()
-            .filter(|(_, e)| e.expires_at > now)
-            .map(|((k, n), e)| (k, n, &e.value, e.expires_at))
-            .collect();
+    fn flush(&mut self, max: usize, always: bool) -> Result<()> {
+        let evict = AnyTable::len(self) > max;
+        if evict || always {
+            Table::flush(self, evict)?;
+        }
+        Ok(())
+    }
+
+    fn snapshot_group(&mut self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>> {
+        let entries = self.entries_of_group(kg, now)?;
         if entries.is_empty() {
             return Ok(None);
         }
@@ -155,10 +253,22 @@ impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
 
     fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()> {
         let entries: Vec<(K, N, S, i64)> = decode(bytes)?;
-        let group = self.group(kg);
-        for (k, n, value, expires_at) in entries {
-            group.insert((k, n), Entry { value, expires_at });
+        match &self.store {
+            Some(store) => store.write(entries.iter().map(|(k, n, v, e)| (kg, k, n, Some((v, *e))))),
+            None => {
+                let group = self.group(kg);
+                for (k, n, value, expires_at) in entries {
+                    group.insert(
+                        (k, n),
+                        Entry {
+                            value,
+                            expires_at,
+                            dirty: false,
+                        },
+                    );
+                }
+                Ok(())
+            }
         }
-        Ok(())
     }
 }

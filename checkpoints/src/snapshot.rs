@@ -21,6 +21,40 @@ pub struct StateSnapshot {
     pub key_groups: BTreeMap<KeyGroup, Vec<(String, Vec<u8>)>>,
     /// Operator state items.
     pub operator: Vec<Vec<u8>>,
+    /// Keyed state as database files (the RocksDB backend), one per old subtask whose key
+    /// groups overlap the range of the subtask that restores it.
+    #[serde(default)]
+    pub native: Vec<NativeSnapshot>,
+}
+
+/// The keyed state of one RocksDB backend at a checkpoint: its immutable SST files, shared
+/// between checkpoints (an SST that storage holds already is referenced, not copied again),
+/// and the small files that describe the database, inline.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NativeSnapshot {
+    /// The key groups the database holds.
+    pub range: KeyGroupRange,
+    /// Its SST files.
+    pub sst: Vec<SstFile>,
+    /// Its other files (CURRENT, MANIFEST, OPTIONS) by name, with their contents.
+    pub private: Vec<(String, Vec<u8>)>,
+    /// Before upload: the local directory the files are in (removed once uploaded).
+    #[serde(skip)]
+    pub local_dir: Option<std::path::PathBuf>,
+}
+
+/// One SST file of a [`NativeSnapshot`].
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SstFile {
+    /// Its name in the database directory.
+    pub local_name: String,
+    /// Its name in the checkpoint storage's shared directory (unique across databases).
+    pub shared_name: String,
+    /// Size in bytes.
+    pub bytes: u64,
+    /// Where the file is now: the local checkpoint before upload, the storage after load.
+    #[serde(skip)]
+    pub path: std::path::PathBuf,
 }
 
 /// Encodes a value for a snapshot (bincode).
@@ -36,7 +70,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 impl StateSnapshot {
     /// Whether the snapshot holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.key_groups.is_empty() && self.operator.is_empty()
+        self.key_groups.is_empty() && self.operator.is_empty() && self.native.is_empty()
     }
 
     /// Adds a keyed blob for key group `kg`.
@@ -57,12 +91,19 @@ impl StateSnapshot {
     /// Size in bytes of what the snapshot carries.
     pub fn size(&self) -> usize {
         let keyed: usize = self.key_groups.values().flatten().map(|(n, b)| n.len() + b.len()).sum();
-        keyed + self.operator.iter().map(Vec::len).sum::<usize>()
+        let native: u64 = self
+            .native
+            .iter()
+            .map(|n| {
+                n.sst.iter().map(|f| f.bytes).sum::<u64>() + n.private.iter().map(|p| p.1.len() as u64).sum::<u64>()
+            })
+            .sum();
+        keyed + self.operator.iter().map(Vec::len).sum::<usize>() + native as usize
     }
 
     /// The part of the snapshots of all old subtasks of an operator that subtask `index` of
-    /// `parallelism` restores: the key groups of `range`, and every `parallelism`-th
-    /// operator-state item.
+    /// `parallelism` restores: the key groups of `range`, the database snapshots that overlap
+    /// it, and every `parallelism`-th operator-state item.
     ///
     /// ```
     /// use floe_checkpoints::{KeyGroupRange, StateSnapshot};
@@ -85,6 +126,11 @@ impl StateSnapshot {
             for (kg, blobs) in s.key_groups.range(range.start..range.end) {
                 out.key_groups.entry(*kg).or_default().extend(blobs.iter().cloned());
             }
+            let overlapping = s
+                .native
+                .iter()
+                .filter(|n| n.range.start < range.end && range.start < n.range.end);
+            out.native.extend(overlapping.cloned());
         }
         let items = old.iter().flat_map(|s| s.operator.iter());
         out.operator = items

@@ -7,13 +7,37 @@ use floe_checkpoints::{
     assign_key_group, AggregateFunction, KeyGroupRange, KeyedStateBackend, StateBackendKind, StateError, StateTtl,
 };
 
-/// Every backend kind under test.
-fn backends() -> Vec<StateBackendKind> {
-    vec![StateBackendKind::Memory]
+/// Every backend kind under test, by name.
+fn backends() -> Vec<&'static str> {
+    vec!["memory", "rocksdb", "rocksdb-tiny-cache"]
 }
 
-fn backend(kind: &StateBackendKind) -> KeyedStateBackend<String> {
-    KeyedStateBackend::new(kind.clone(), 128, KeyGroupRange::for_subtask(128, 1, 0))
+/// A fresh backend kind (RocksDB in a directory of its own; the tiny cache makes every
+/// access go through RocksDB).
+fn kind(name: &str) -> StateBackendKind {
+    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "floe-state-suite-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    match name {
+        "memory" => StateBackendKind::Memory,
+        "rocksdb" => StateBackendKind::RocksDb {
+            dir,
+            cache_entries: 100_000,
+            block_cache_bytes: 8 << 20,
+        },
+        _ => StateBackendKind::RocksDb {
+            dir,
+            cache_entries: 0,
+            block_cache_bytes: 8 << 20,
+        },
+    }
+}
+
+fn backend(name: &str) -> KeyedStateBackend<String> {
+    KeyedStateBackend::new(kind(name), 128, KeyGroupRange::for_subtask(128, 1, 0)).unwrap()
 }
 
 fn kg(key: &str) -> u16 {
@@ -43,7 +67,7 @@ impl AggregateFunction<i64> for Avg {
 #[test]
 fn value_state_is_scoped_to_key_and_namespace() {
     for kind in backends() {
-        let mut b = backend(&kind);
+        let mut b = backend(kind);
         let h = b.value_state::<u64, u32>("v", None).unwrap();
         let (a, z) = ("a".to_string(), "z".to_string());
         b.value_set(&h, kg("a"), &a, &1, 10).unwrap();
@@ -76,7 +100,7 @@ fn value_state_is_scoped_to_key_and_namespace() {
 #[test]
 fn list_map_reducing_aggregating() {
     for kind in backends() {
-        let mut b = backend(&kind);
+        let mut b = backend(kind);
         let k = "k".to_string();
         let g = kg("k");
         let list = b.list_state::<i64, ()>("list", None).unwrap();
@@ -130,22 +154,22 @@ fn list_map_reducing_aggregating() {
 #[test]
 fn ttl_hides_and_purges_expired_entries() {
     for kind in backends() {
-        let mut b = backend(&kind);
+        let mut b = backend(kind);
         let ttl = Some(StateTtl::new(Duration::from_millis(100)));
         let h = b.value_state::<u64, ()>("ttl", ttl).unwrap();
         for i in 0..50u64 {
             let k = format!("k{i}");
             b.value_set(&h, kg(&k), &k, &(), i).unwrap();
         }
-        b.set_processing_time(99);
+        b.set_processing_time(99).unwrap();
         let k0 = "k0".to_string();
         assert_eq!(b.value_get(&h, kg("k0"), &k0, &()).unwrap(), Some(0));
         b.value_set(&h, kg("k0"), &k0, &(), 7).unwrap(); // written at 99: lives until 199
-        b.set_processing_time(150);
+        b.set_processing_time(150).unwrap();
         assert_eq!(b.value_get(&h, kg("k0"), &k0, &()).unwrap(), Some(7));
         let k1 = "k1".to_string();
         assert_eq!(b.value_get(&h, kg("k1"), &k1, &()).unwrap(), None, "expired at 100");
-        b.set_processing_time(1_000);
+        b.set_processing_time(1_000).unwrap();
         assert_eq!(b.len(), 0, "expired entries are purged even if never read again");
     }
 }
@@ -154,7 +178,7 @@ fn ttl_hides_and_purges_expired_entries() {
 fn misuse_is_an_error_not_a_panic() {
     for kind in backends() {
         let mut b: KeyedStateBackend<String> =
-            KeyedStateBackend::new(kind.clone(), 128, KeyGroupRange::for_subtask(128, 2, 0));
+            KeyedStateBackend::new(self::kind(kind), 128, KeyGroupRange::for_subtask(128, 2, 0)).unwrap();
         let h = b.value_state::<u64, ()>("v", None).unwrap();
         assert!(matches!(
             b.value_state::<String, ()>("v", None),
@@ -167,7 +191,7 @@ fn misuse_is_an_error_not_a_panic() {
             Err(StateError::ForeignKeyGroup { .. })
         ));
         let mut other: KeyedStateBackend<String> =
-            KeyedStateBackend::new(kind, 128, KeyGroupRange::for_subtask(128, 1, 0));
+            KeyedStateBackend::new(self::kind(kind), 128, KeyGroupRange::for_subtask(128, 1, 0)).unwrap();
         assert!(matches!(
             other.value_get(&h, 0, &k, &()),
             Err(StateError::UnknownHandle(_))
@@ -177,13 +201,16 @@ fn misuse_is_an_error_not_a_panic() {
 
 #[test]
 fn snapshot_restores_at_any_parallelism_by_key_group() {
-    use floe_checkpoints::StateSnapshot;
+    use floe_checkpoints::{CheckpointStorage, Manifest, StateSnapshot};
     for kind in backends() {
-        // Write 200 keys into two subtasks, as a job at parallelism 2 would.
-        let mut snapshots = Vec::new();
+        // Write 200 keys into two subtasks, as a job at parallelism 2 would, and checkpoint
+        // them through checkpoint storage.
+        let storage_dir = tempfile::tempdir().unwrap();
+        let storage = CheckpointStorage::new(storage_dir.path(), 3).unwrap();
+        let mut files = Vec::new();
         for sub in 0..2 {
             let range = KeyGroupRange::for_subtask(128, 2, sub);
-            let mut b: KeyedStateBackend<String> = KeyedStateBackend::new(kind.clone(), 128, range);
+            let mut b: KeyedStateBackend<String> = KeyedStateBackend::new(self::kind(kind), 128, range).unwrap();
             let v = b.value_state::<u64, ()>("count", None).unwrap();
             let l = b.list_state::<u32, u8>("seen", None).unwrap();
             for i in 0..200u64 {
@@ -195,14 +222,25 @@ fn snapshot_restores_at_any_parallelism_by_key_group() {
             }
             let mut s = StateSnapshot::default();
             b.snapshot(&mut s).unwrap();
-            snapshots.push(s);
+            files.push(storage.write_state(1, 0, sub, &s).unwrap());
         }
+        storage
+            .complete(&Manifest {
+                job: "suite".into(),
+                checkpoint_id: 1,
+                timestamp: 0,
+                is_savepoint: false,
+                parallelism: vec![2],
+                files,
+            })
+            .unwrap();
+        let snapshots = storage.latest().unwrap().unwrap().node_snapshots(0);
         for p in [1, 2, 3] {
             let mut restored = 0;
             for sub in 0..p {
                 let range = KeyGroupRange::for_subtask(128, p, sub);
                 let part = StateSnapshot::for_subtask(&snapshots, range, sub, p);
-                let mut b: KeyedStateBackend<String> = KeyedStateBackend::new(kind.clone(), 128, range);
+                let mut b: KeyedStateBackend<String> = KeyedStateBackend::new(self::kind(kind), 128, range).unwrap();
                 b.restore(&part).unwrap(); // before registration: decoded when registered
                 let v = b.value_state::<u64, ()>("count", None).unwrap();
                 let l = b.list_state::<u32, u8>("seen", None).unwrap();

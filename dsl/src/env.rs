@@ -343,7 +343,7 @@ impl Env {
                 }
             }),
             restore_from: c.from_savepoint,
-            ..ExecutionConfig::default()
+            state_backend: c.state_backend,
         }
     }
 

@@ -56,6 +56,18 @@ pub struct EnvOptions {
     /// Complete checkpoints kept [default: 3]
     #[arg(long, env = "FLOE_CHECKPOINT_RETAIN")]
     pub checkpoint_retain: Option<usize>,
+    /// Where keyed state lives: memory or rocksdb [default: memory]
+    #[arg(long, env = "FLOE_STATE_BACKEND", value_parser = ["memory", "rocksdb"])]
+    pub state_backend: Option<String>,
+    /// Working directory of the RocksDB backend [default: <temp dir>/floe-state]
+    #[arg(long, env = "FLOE_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Entries per state the RocksDB backend caches on the heap [default: 100000]
+    #[arg(long, env = "FLOE_STATE_CACHE_ENTRIES")]
+    pub state_cache_entries: Option<usize>,
+    /// Megabytes of RocksDB block cache per stateful subtask [default: 64]
+    #[arg(long, env = "FLOE_STATE_BLOCK_CACHE_MB")]
+    pub state_block_cache_mb: Option<usize>,
     /// Where savepoints go: SIGUSR1 writes one, SIGTERM or Ctrl-C stops the job with one
     #[arg(long, env = "FLOE_SAVEPOINT_DIR")]
     pub savepoint_dir: Option<PathBuf>,
@@ -82,6 +94,10 @@ struct FileOptions {
     checkpoint_retain: Option<usize>,
     savepoint_dir: Option<PathBuf>,
     from_savepoint: Option<PathBuf>,
+    state_backend: Option<String>,
+    state_dir: Option<PathBuf>,
+    state_cache_entries: Option<usize>,
+    state_block_cache_mb: Option<usize>,
 }
 
 /// Resolved, validated options.
@@ -115,6 +131,8 @@ pub struct JobConfig {
     pub savepoint_dir: Option<PathBuf>,
     /// The savepoint to resume from.
     pub from_savepoint: Option<PathBuf>,
+    /// Where keyed state lives.
+    pub state_backend: floe_checkpoints::StateBackendKind,
 }
 
 impl Default for JobConfig {
@@ -131,6 +149,7 @@ impl Default for JobConfig {
             checkpoint_retain: 3,
             savepoint_dir: None,
             from_savepoint: None,
+            state_backend: floe_checkpoints::StateBackendKind::Memory,
         }
     }
 }
@@ -179,6 +198,27 @@ impl EnvOptions {
                 .unwrap_or(d.checkpoint_retain),
             savepoint_dir: self.savepoint_dir.clone().or(file.savepoint_dir),
             from_savepoint: self.from_savepoint.clone().or(file.from_savepoint),
+            state_backend: match self.state_backend.clone().or(file.state_backend).as_deref() {
+                None | Some("memory") => floe_checkpoints::StateBackendKind::Memory,
+                Some("rocksdb") => floe_checkpoints::StateBackendKind::RocksDb {
+                    dir: self
+                        .state_dir
+                        .clone()
+                        .or(file.state_dir)
+                        .unwrap_or_else(|| std::env::temp_dir().join("floe-state")),
+                    cache_entries: self.state_cache_entries.or(file.state_cache_entries).unwrap_or(100_000),
+                    block_cache_bytes: self
+                        .state_block_cache_mb
+                        .or(file.state_block_cache_mb)
+                        .unwrap_or(64)
+                        .saturating_mul(1 << 20),
+                },
+                Some(other) => {
+                    return Err(DslError::Config(format!(
+                        "state_backend = {other:?} is not a backend: use \"memory\" or \"rocksdb\""
+                    )))
+                }
+            },
         };
         c.validate()?;
         Ok(c)

@@ -60,9 +60,28 @@ impl TaskInfo {
 }
 
 impl TaskInfo {
-    /// The keyed state backend of this subtask: its key groups, in the configured backend.
-    pub fn keyed_state_backend<K: StateKey>(&self) -> KeyedStateBackend<K> {
-        KeyedStateBackend::new(self.state_backend.clone(), self.max_parallelism, self.key_group_range)
+    /// The keyed state backend of this subtask: its key groups, in the configured backend
+    /// (RocksDB in a directory of its own below the configured one).
+    pub fn keyed_state_backend<K: StateKey>(&self) -> crate::Result<KeyedStateBackend<K>> {
+        let kind = match &self.state_backend {
+            StateBackendKind::RocksDb {
+                dir,
+                cache_entries,
+                block_cache_bytes,
+            } => StateBackendKind::RocksDb {
+                dir: dir
+                    .join(format!("{}-{:x}", self.job_name, self.attempt))
+                    .join(format!("{}-{}", self.node, self.subtask_index)),
+                cache_entries: *cache_entries,
+                block_cache_bytes: *block_cache_bytes,
+            },
+            StateBackendKind::Memory => StateBackendKind::Memory,
+        };
+        Ok(KeyedStateBackend::new(
+            kind,
+            self.max_parallelism,
+            self.key_group_range,
+        )?)
     }
 }
 

@@ -11,6 +11,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
+use floe_checkpoints::StateBackendKind;
 use floe_dsl::prelude::*;
 use floe_dsl::JobConfig;
 use floe_jobs::payments::mix;
@@ -36,16 +37,35 @@ struct Args {
     /// Also measure each configuration with checkpoints every this many ms (0: don't)
     #[arg(long, default_value_t = 1000)]
     checkpoint_interval_ms: u64,
+    /// Also measure the chained configuration with the RocksDB state backend
+    #[arg(long)]
+    rocksdb: bool,
 }
 
-fn run(args: &Args, parallelism: usize, chaining: bool, checkpoints: bool) -> anyhow::Result<(f64, u64)> {
+fn run(
+    args: &Args,
+    parallelism: usize,
+    chaining: bool,
+    checkpoints: bool,
+    rocksdb: bool,
+) -> anyhow::Result<(f64, u64)> {
     let dir = std::env::temp_dir().join(format!("floe-bench-chk-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
+    let state_backend = if rocksdb {
+        StateBackendKind::RocksDb {
+            dir: std::env::temp_dir().join(format!("floe-bench-state-{}", std::process::id())),
+            cache_entries: 100_000,
+            block_cache_bytes: 64 << 20,
+        }
+    } else {
+        StateBackendKind::Memory
+    };
     let env = Env::with_config(JobConfig {
         parallelism,
         chaining,
         checkpoint_dir: checkpoints.then(|| dir.clone()),
         checkpoint_interval_ms: args.checkpoint_interval_ms,
+        state_backend,
         ..JobConfig::default()
     });
     let (keys, per_ms) = (args.keys, args.events_per_ms.max(1));
@@ -78,7 +98,7 @@ fn main() -> anyhow::Result<()> {
             if !chaining && args.chained_only {
                 continue;
             }
-            let (rate, windows) = run(&args, p, chaining, false)?;
+            let (rate, windows) = run(&args, p, chaining, false, false)?;
             if chaining {
                 chained.push((p, rate));
             }
@@ -90,10 +110,18 @@ fn main() -> anyhow::Result<()> {
                 rate / base
             );
             if chaining && args.checkpoint_interval_ms > 0 {
-                let (rate, _) = run(&args, p, chaining, true)?;
+                let (rate, _) = run(&args, p, chaining, true, false)?;
                 println!(
                     "parallelism {p} chaining on, checkpoints every {} ms: {:>12.0} events/s ({:.2}x)",
                     args.checkpoint_interval_ms,
+                    rate,
+                    rate / base
+                );
+            }
+            if chaining && args.rocksdb {
+                let (rate, _) = run(&args, p, chaining, false, true)?;
+                println!(
+                    "parallelism {p} chaining on, RocksDB state:      {:>12.0} events/s ({:.2}x of in-memory)",
                     rate,
                     rate / base
                 );

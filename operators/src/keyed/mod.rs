@@ -38,7 +38,7 @@ pub(crate) fn restore_keyed<K: StateKey, N: StateKey>(
 
 /// A keyed operator's part of a checkpoint: its state and timers per key group.
 pub(crate) fn snapshot_keyed<K: StateKey, N: StateKey>(
-    backend: Option<&KeyedStateBackend<K>>,
+    backend: Option<&mut KeyedStateBackend<K>>,
     timers: &TimerService<K, N>,
 ) -> Result<StateSnapshot> {
     let mut snapshot = StateSnapshot::default();
@@ -214,14 +214,14 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
-        let mut backend = info.keyed_state_backend();
+        let mut backend = info.keyed_state_backend()?;
         restore_keyed(ctx, &mut backend, &mut self.timers)?;
         self.backend = Some(backend);
         Ok(())
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        snapshot_keyed(self.backend.as_ref(), &self.timers)
+        snapshot_keyed(self.backend.as_mut(), &self.timers)
     }
 
     fn process_batch(
@@ -232,7 +232,7 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
         out: &mut dyn Output,
     ) -> Result<()> {
         let now = ctx.processing_time();
-        self.backend()?.set_processing_time(now);
+        self.backend()?.set_processing_time(now)?;
         let had_processing_timers = self.timers.processing_time.len();
         let backend = self
             .backend
@@ -261,7 +261,7 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
 
     fn on_watermark(&mut self, watermark: Timestamp, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
         let now = ctx.processing_time();
-        self.backend()?.set_processing_time(now);
+        self.backend()?.set_processing_time(now)?;
         while let Some((ts, kg, key, ())) = self.timers.event_time.pop_due(watermark) {
             self.fire(TimeDomain::EventTime, ts, kg, key, ctx)?;
             if self.out.len() >= ctx.info().batch_size {
@@ -274,7 +274,7 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     }
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
-        self.backend()?.set_processing_time(now);
+        self.backend()?.set_processing_time(now)?;
         while let Some((ts, kg, key, ())) = self.timers.processing_time.pop_due(now) {
             self.fire(TimeDomain::ProcessingTime, ts, kg, key, ctx)?;
         }

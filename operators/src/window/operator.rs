@@ -247,7 +247,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info();
         self.max_parallelism = info.max_parallelism;
-        let mut backend = info.keyed_state_backend();
+        let mut backend = info.keyed_state_backend()?;
         crate::keyed::restore_keyed(ctx, &mut backend, &mut self.timers)?;
         self.contents.register(&mut backend)?;
         if self.merging {
@@ -258,7 +258,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        crate::keyed::snapshot_keyed(self.backend.as_ref(), &self.timers)
+        crate::keyed::snapshot_keyed(self.backend.as_mut(), &self.timers)
     }
 
     fn process_batch(
@@ -270,7 +270,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
     ) -> Result<()> {
         let now = ctx.processing_time();
         let watermark = ctx.current_watermark();
-        self.backend.as_mut().ok_or_else(not_open)?.set_processing_time(now);
+        self.backend.as_mut().ok_or_else(not_open)?.set_processing_time(now)?;
         let before = self.timers.processing_time.len();
         for r in downcast_batch::<T>(batch)? {
             let ts = if self.event_time {
@@ -306,7 +306,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
         self.backend
             .as_mut()
             .ok_or_else(not_open)?
-            .set_processing_time(ctx.processing_time());
+            .set_processing_time(ctx.processing_time())?;
         let batch_size = ctx.info().batch_size;
         while let Some((t, kg, key, w)) = self.timers.event_time.pop_due(watermark) {
             self.on_timer(t, kg, key, w)?;
@@ -319,7 +319,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
     }
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
-        self.backend.as_mut().ok_or_else(not_open)?.set_processing_time(now);
+        self.backend.as_mut().ok_or_else(not_open)?.set_processing_time(now)?;
         while let Some((t, kg, key, w)) = self.timers.processing_time.pop_due(now) {
             self.on_timer(t, kg, key, w)?;
         }
