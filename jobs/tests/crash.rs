@@ -23,13 +23,38 @@ fn job_at(out: &Path, chk: &Path, rate: &str, parallelism: usize) -> Command {
     c
 }
 
-/// Every committed line, sorted; and the names of files not committed.
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Row {
+    key: u64,
+    window_start: i64,
+    count: u64,
+}
+
+/// The rows of a committed Parquet part file, as the JSON lines the other format writes.
+fn parquet_rows(path: &Path) -> Vec<String> {
+    let file = std::fs::File::open(path).unwrap();
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap_or_else(|e| panic!("{} is not a complete Parquet file: {e}", path.display()))
+        .build()
+        .unwrap();
+    let mut lines = Vec::new();
+    for batch in reader {
+        let rows: Vec<Row> = serde_arrow::from_record_batch(&batch.unwrap()).unwrap();
+        lines.extend(rows.iter().map(|r| serde_json::to_string(r).unwrap()));
+    }
+    lines
+}
+
+/// Every committed line (Parquet rows as JSON lines), sorted; and the names of files not
+/// committed.
 fn committed(dir: &Path) -> (Vec<String>, Vec<String>) {
     let (mut lines, mut other) = (Vec::new(), Vec::new());
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let name = e.file_name().to_string_lossy().into_owned();
         if name.ends_with(".jsonl") {
             lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(String::from));
+        } else if name.starts_with("part-") && name.ends_with(".parquet") {
+            lines.extend(parquet_rows(&e.path()));
         } else {
             other.push(name);
         }
@@ -80,24 +105,24 @@ fn wait_for_checkpoints(chk: &Path, n: u64) {
     }
 }
 
-#[test]
-fn sigkill_and_restore_commit_each_result_exactly_once() {
+/// Kills the job `kills` times at random moments of a run that would take 10 s
+/// (checkpoints every 100 ms, so some kills land in one), restarts it each time, lets the
+/// last run finish, and checks the committed output against the uninterrupted run.
+fn kill_restart_and_compare(kills: usize, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (out, chk) = (dir.path().join("out"), dir.path().join("chk"));
     let expected = reference(dir.path());
 
-    // Ten kills at random moments of a run that would take 10 s; checkpoints every 100 ms,
-    // so some kills land in one.
     let mut seed = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
     println!("seed {seed}");
     let mut progress = Vec::new();
-    for kill in 1..=10 {
+    for kill in 1..=kills {
         seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let after = Duration::from_millis(200 + (seed >> 33) % 500);
-        let mut child = job(&out, &chk, "100000").spawn().unwrap();
+        let mut child = job(&out, &chk, "100000").args(extra).spawn().unwrap();
         let started = Instant::now();
         // The random moment of the kill: time is the point here, not a synchronization.
         while started.elapsed() < after {
@@ -115,12 +140,24 @@ fn sigkill_and_restore_commit_each_result_exactly_once() {
         progress.windows(2).any(|w| w[1] > w[0]),
         "never got past a checkpoint: {progress:?}"
     );
-    let status = job(&out, &chk, "10000000").status().unwrap();
+    let status = job(&out, &chk, "10000000").args(extra).status().unwrap();
     assert!(status.success());
     let (got, leftovers) = committed(&out);
     assert!(leftovers.is_empty(), "uncommitted files left behind: {leftovers:?}");
     assert_eq!(got.len(), expected.len(), "nothing lost, nothing duplicated");
     assert!(got == expected, "committed output differs from the uninterrupted run");
+}
+
+#[test]
+fn sigkill_and_restore_commit_each_result_exactly_once() {
+    kill_restart_and_compare(10, &[]);
+}
+
+/// The same with Parquet part files and the heap state backend: every committed file is a
+/// complete Parquet file, and its rows are exactly the uninterrupted run's (JSON lines).
+#[test]
+fn sigkill_with_parquet_output_and_heap_state() {
+    kill_restart_and_compare(4, &["--format", "parquet", "--state-backend", "memory"]);
 }
 
 #[test]

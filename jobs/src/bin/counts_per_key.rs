@@ -3,15 +3,25 @@
 //!
 //! ```text
 //! counts-per-key --events 1000000 --output out/ --checkpoint-dir chk/ --checkpoint-interval-ms 100
+//! counts-per-key --format parquet --output out/ ...
 //! ```
 
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
 use floe_dsl::prelude::*;
 use floe_jobs::payments::mix;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
+
+/// The format of the committed part files.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Format {
+    /// One JSON object per line (`.jsonl`)
+    Jsonl,
+    /// Parquet with columns key, window_start, count (`.parquet`)
+    Parquet,
+}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -33,9 +43,12 @@ struct Args {
     /// Directory of the committed part files
     #[arg(long, default_value = "target/floe-demo/counts-per-key")]
     output: PathBuf,
+    /// Format of the part files
+    #[arg(long, value_enum, default_value_t = Format::Jsonl)]
+    format: Format,
 }
 
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 struct Row {
     key: u64,
     window_start: i64,
@@ -52,7 +65,7 @@ fn main() -> anyhow::Result<()> {
         Some(rate) => env.generate_with_rate(Some(args.events), rate, event),
         None => env.generate(args.events, event),
     };
-    events
+    let rows = events
         .assign_timestamps(|e| e.1, BoundedOutOfOrderness::monotonous())
         .key_by(|e| e.0)
         .window(TumblingEventTimeWindows::of(Duration::from_secs(10)))
@@ -61,8 +74,11 @@ fn main() -> anyhow::Result<()> {
             key: w.key,
             window_start: w.window.start,
             count: w.value,
-        })
-        .write_json_lines_exactly_once(&args.output);
+        });
+    match args.format {
+        Format::Jsonl => rows.write_json_lines_exactly_once(&args.output),
+        Format::Parquet => rows.write_parquet_exactly_once(&args.output),
+    };
     let result = env.execute("counts-per-key")?;
     println!(
         "counts-per-key: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}",

@@ -1,4 +1,4 @@
-//! Exactly-once JSON-lines files: Flink's two-phase-commit file sink.
+//! Exactly-once part files (JSON lines or Parquet): Flink's two-phase-commit file sink.
 //!
 //! Each subtask writes into a hidden in-progress file; at a checkpoint barrier the file is
 //! flushed, synced and closed (pre-commit) and remembered in the checkpoint; when the
@@ -11,12 +11,11 @@
 //! part files, each record exactly once.
 //!
 //! ```text
-//! <dir>/part-<checkpoint>-<subtask>-<attempt>-<n>.jsonl   committed
+//! <dir>/part-<checkpoint>-<subtask>-<attempt>-<n>.<ext>   committed (ext: jsonl, parquet)
 //! <dir>/.part-<subtask>-<attempt>-<n>.inprogress          being written or awaiting its checkpoint
 //! ```
 
 use std::fs::{self, File};
-use std::io::{BufWriter, Write};
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
@@ -24,39 +23,46 @@ use floe_checkpoints::{decode, encode, StateSnapshot};
 use floe_runtime::{
     downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, RuntimeError,
 };
-use serde::Serialize;
 use tracing::warn;
+
+use super::format::{JsonLines, PartFormat, PartWriter};
 
 const IN_PROGRESS: &str = ".inprogress";
 
-fn committed_name(in_progress: &Path, checkpoint: u64) -> Option<PathBuf> {
+fn committed_name(in_progress: &Path, checkpoint: u64, extension: &str) -> Option<PathBuf> {
     let name = in_progress.file_name()?.to_str()?;
     let rest = name.strip_prefix(".part-")?.strip_suffix(IN_PROGRESS)?;
-    Some(in_progress.with_file_name(format!("part-{checkpoint:010}-{rest}.jsonl")))
+    Some(in_progress.with_file_name(format!("part-{checkpoint:010}-{rest}.{extension}")))
 }
 
 /// The checkpoint and attempt of a committed part file's name.
 fn committed_parts(name: &str) -> Option<(u64, &str)> {
-    let rest = name.strip_prefix("part-")?.strip_suffix(".jsonl")?;
+    let (rest, _extension) = name.strip_prefix("part-")?.rsplit_once('.')?;
     let mut fields = rest.split('-');
     let checkpoint = fields.next()?.parse().ok()?;
     let _subtask = fields.next()?;
     Some((checkpoint, fields.next()?))
 }
 
-/// Writes JSON lines into part files committed only with the checkpoint that covers them.
+/// Writes records into part files (in format `F`) committed only with the checkpoint that
+/// covers them.
 ///
 /// ```
-/// use floe_operators::sink::exactly_once::ExactlyOnceJsonLinesSink;
-/// let sink = ExactlyOnceJsonLinesSink::<u32>::new("out/".into());
-/// # let _ = sink;
+/// use floe_operators::sink::exactly_once::{ExactlyOnceFileSink, ExactlyOnceJsonLinesSink};
+/// use floe_operators::sink::parquet::Parquet;
+/// let json = ExactlyOnceJsonLinesSink::<u32>::new("out/".into());
+/// #[derive(serde::Serialize, serde::Deserialize)]
+/// struct Row { key: u64, count: u64 }
+/// let parquet = ExactlyOnceFileSink::with_format("out/".into(), Parquet::<Row>::for_type().unwrap());
+/// # let _ = (json, parquet);
 /// ```
-pub struct ExactlyOnceJsonLinesSink<T> {
+pub struct ExactlyOnceFileSink<T, F: PartFormat<T>> {
     dir: PathBuf,
+    format: F,
     subtask: usize,
     attempt: String,
     checkpointing: bool,
-    writer: Option<(PathBuf, BufWriter<File>)>,
+    writer: Option<(PathBuf, F::Writer)>,
     /// Pre-committed files awaiting their checkpoint: (checkpoint id, path).
     pending: Vec<(u64, PathBuf)>,
     seq: u64,
@@ -64,11 +70,25 @@ pub struct ExactlyOnceJsonLinesSink<T> {
     _t: PhantomData<fn(T)>,
 }
 
-impl<T> ExactlyOnceJsonLinesSink<T> {
-    /// A sink writing part files into `dir`.
+/// The exactly-once file sink writing JSON lines.
+pub type ExactlyOnceJsonLinesSink<T> = ExactlyOnceFileSink<T, JsonLines>;
+
+impl<T> ExactlyOnceFileSink<T, JsonLines>
+where
+    JsonLines: PartFormat<T>,
+{
+    /// A sink writing JSON-lines part files into `dir`.
     pub fn new(dir: PathBuf) -> Self {
-        ExactlyOnceJsonLinesSink {
+        Self::with_format(dir, JsonLines)
+    }
+}
+
+impl<T, F: PartFormat<T>> ExactlyOnceFileSink<T, F> {
+    /// A sink writing part files in `format` into `dir`.
+    pub fn with_format(dir: PathBuf, format: F) -> Self {
+        ExactlyOnceFileSink {
             dir,
+            format,
             subtask: 0,
             attempt: String::new(),
             checkpointing: false,
@@ -86,19 +106,16 @@ impl<T> ExactlyOnceJsonLinesSink<T> {
 
     /// Flushes, syncs and closes the current file; returns its path.
     fn pre_commit(&mut self) -> Result<Option<PathBuf>> {
-        let Some((path, mut w)) = self.writer.take() else {
+        let Some((path, w)) = self.writer.take() else {
             return Ok(None);
         };
-        w.flush().map_err(|e| self.error("writing", &path, e))?;
-        let file = w
-            .into_inner()
-            .map_err(|e| self.error("writing", &path, e.into_error()))?;
+        let file = w.finish()?;
         file.sync_all().map_err(|e| self.error("syncing", &path, e))?;
         Ok(Some(path))
     }
 
     fn commit(&self, checkpoint: u64, path: &Path) -> Result<()> {
-        let Some(target) = committed_name(path, checkpoint) else {
+        let Some(target) = committed_name(path, checkpoint, self.format.extension()) else {
             return Err(RuntimeError::Internal(format!(
                 "not an in-progress file: {}",
                 path.display()
@@ -157,7 +174,7 @@ impl<T> ExactlyOnceJsonLinesSink<T> {
     }
 }
 
-impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
+impl<T: Data, F: PartFormat<T>> Operator for ExactlyOnceFileSink<T, F> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         self.subtask = ctx.info().subtask_index;
         self.attempt = format!("{:x}", ctx.info().attempt);
@@ -185,20 +202,13 @@ impl<T: Data + Serialize> Operator for ExactlyOnceJsonLinesSink<T> {
                 self.subtask, self.attempt, self.seq
             ));
             let file = File::create(&path).map_err(|e| self.error("creating", &path, e))?;
-            self.writer = Some((path, BufWriter::with_capacity(256 * 1024, file)));
+            let writer = self.format.create(file)?;
+            self.writer = Some((path, writer));
         }
-        let Some((path, w)) = self.writer.as_mut() else {
-            return Ok(());
-        };
-        for r in &records {
-            let written = serde_json::to_writer(&mut *w, &r.value)
-                .map_err(std::io::Error::from)
-                .and_then(|()| w.write_all(b"\n"));
-            if let Err(e) = written {
-                return Err(RuntimeError::external(format!("writing {}", path.display()), e));
-            }
+        match self.writer.as_mut() {
+            Some((_, w)) => w.write(&records),
+            None => Ok(()),
         }
-        Ok(())
     }
 
     fn snapshot_state(&mut self, barrier: &CheckpointBarrier, _: &mut OperatorContext) -> Result<StateSnapshot> {
