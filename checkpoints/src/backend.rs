@@ -349,9 +349,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<()> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, V>(h.id)?;
-        let e = t.get_or_insert_with(kg, key, ns, now, || v.clone())?;
-        e.value = v;
-        e.expires_at = expiry(now, ttl);
+        t.put(kg, key, ns, v, expiry(now, ttl));
         Ok(())
     }
 
@@ -425,9 +423,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
             t.remove(kg, key, ns, now)?;
             return Ok(());
         }
-        let e = t.get_or_insert_with(kg, key, ns, now, Vec::new)?;
-        e.value = vs;
-        e.expires_at = expiry(now, ttl);
+        t.put(kg, key, ns, vs, expiry(now, ttl));
         Ok(())
     }
 

@@ -22,6 +22,8 @@ pub(crate) struct Entry<S> {
     pub(crate) expires_at: i64,
     /// Changed since the store last saw it (meaningful only with a store).
     dirty: bool,
+    /// Read or written since the cache last evicted (second-chance eviction).
+    used: bool,
 }
 
 /// Borrowed `(key, namespace)`, hashed exactly like the owned tuple so lookups need no clone.
@@ -78,6 +80,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
                 value,
                 expires_at,
                 dirty: false,
+                used: false,
             };
             self.groups[i].insert((key.clone(), ns.clone()), entry);
         }
@@ -107,6 +110,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
         let e = self.group(kg).get_mut(&lookup);
         if let Some(e) = e {
             e.dirty |= write;
+            e.used = true;
             return Ok(Some(e));
         }
         Ok(None)
@@ -130,12 +134,32 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
                 value: init(),
                 expires_at: NEVER,
                 dirty: true,
+                used: true,
             };
             group.insert((key.clone(), ns.clone()), entry);
         }
         let e = group.get_mut(&lookup).expect("entry was just ensured");
         e.dirty = true;
+        e.used = true;
         Ok(e)
+    }
+
+    /// Sets `(key, ns)` to `value` without reading what the store holds (a blind write: the
+    /// store's old value, if any, is overwritten at the next flush).
+    pub(crate) fn put(&mut self, kg: KeyGroup, key: &K, ns: &N, value: S, expires_at: i64) {
+        let entry = Entry {
+            value,
+            expires_at,
+            dirty: true,
+            used: true,
+        };
+        let group = self.group(kg);
+        match group.get_mut(&Lookup(key, ns)) {
+            Some(e) => *e = entry,
+            None => {
+                group.insert((key.clone(), ns.clone()), entry);
+            }
+        }
     }
 
     pub(crate) fn remove(&mut self, kg: KeyGroup, key: &K, ns: &N, now: i64) -> Result<Option<S>> {
@@ -149,8 +173,10 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
         Ok((e.expires_at > now).then_some(e.value))
     }
 
-    /// Writes changes to the store; with `evict`, empties the cache afterwards.
-    pub(crate) fn flush(&mut self, evict: bool) -> Result<()> {
+    /// Writes changes to the store; with `keep`, then evicts entries until at most `keep`
+    /// remain, first those not used since the last eviction (a second chance, as in CLOCK:
+    /// entries in use stay cached, entries the job has moved on from go).
+    pub(crate) fn flush(&mut self, keep: Option<usize>) -> Result<()> {
         let Some(store) = &self.store else {
             return Ok(());
         };
@@ -163,12 +189,29 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
         let deletes = self.deleted.iter().map(|(kg, k, n)| (*kg, k, n, None));
         store.write(deletes.chain(puts))?;
         self.deleted.clear();
+        let mut len: usize = self.groups.iter().map(|g| g.len()).sum();
         for g in &mut self.groups {
-            if evict {
-                g.clear();
-            } else {
-                g.values_mut().for_each(|e| e.dirty = false);
+            g.values_mut().for_each(|e| e.dirty = false);
+        }
+        let Some(keep) = keep else { return Ok(()) };
+        // First the entries not used since the last eviction, then, if the cache is still
+        // too full (everything was in use), any.
+        for second_chance in [true, false] {
+            for g in &mut self.groups {
+                if len <= keep {
+                    break;
+                }
+                g.retain(|_, e| {
+                    let stay = len <= keep || (second_chance && e.used);
+                    if !stay {
+                        len -= 1;
+                    }
+                    stay
+                });
             }
+        }
+        for g in &mut self.groups {
+            g.values_mut().for_each(|e| e.used = false);
         }
         Ok(())
     }
@@ -177,7 +220,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
     pub(crate) fn entries_of_group(&mut self, kg: KeyGroup, now: i64) -> Result<Vec<(K, N, S, i64)>> {
         if self.store.is_some() {
             if self.groups.iter().any(|g| g.values().any(|e| e.dirty)) || !self.deleted.is_empty() {
-                self.flush(false)?;
+                self.flush(None)?;
             }
             if let Some(store) = &self.store {
                 return Ok(store.scan_group(kg)?.into_iter().filter(|e| e.3 > now).collect());
@@ -200,7 +243,7 @@ pub(crate) trait AnyTable: Send {
     /// Number of cached entries, expired or not.
     fn len(&self) -> usize;
     /// If the cache holds more than `max` entries, or `always`, writes changes to the store;
-    /// in the first case it also empties the cache.
+    /// in the first case it also evicts a quarter of `max`, least recently used first.
     fn flush(&mut self, max: usize, always: bool) -> Result<()>;
     /// The live entries of key group `kg`, encoded; `None` if there are none.
     fn snapshot_group(&mut self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>>;
@@ -238,7 +281,7 @@ impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
     fn flush(&mut self, max: usize, always: bool) -> Result<()> {
         let evict = AnyTable::len(self) > max;
         if evict || always {
-            Table::flush(self, evict)?;
+            Table::flush(self, evict.then_some(max - max / 4))?;
         }
         Ok(())
     }
@@ -264,6 +307,7 @@ impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
                             value,
                             expires_at,
                             dirty: false,
+                            used: false,
                         },
                     );
                 }

@@ -89,6 +89,49 @@ impl Objects {
             .map_err(storage_error(format!("writing {rel} to {}", self.location)))
     }
 
+    /// Stores the immutable file `src` as `rel`. On a local store the file is hard-linked
+    /// (copied if it is on another file system) under a temporary name and renamed into
+    /// place, so storing a large SST costs no copy; elsewhere it is uploaded.
+    pub(crate) fn put_file(&self, rel: &str, src: &std::path::Path) -> Result<()> {
+        let Some(target) = self.local_path(rel) else {
+            let bytes = std::fs::read(src)
+                .map_err(|e| StateError::Storage(format!("reading {} to upload it: {e}", src.display())))?;
+            return self.put(rel, bytes);
+        };
+        let fail = |what: &str, e: std::io::Error| StateError::Storage(format!("{what} {}: {e}", target.display()));
+        if let Some(dir) = target.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| fail("creating the directory of", e))?;
+        }
+        let tmp = target.with_extension(format!("tmp-{}", std::process::id()));
+        let _ = std::fs::remove_file(&tmp);
+        if std::fs::hard_link(src, &tmp).is_err() {
+            std::fs::copy(src, &tmp).map_err(|e| fail("copying into", e))?;
+            std::fs::File::open(&tmp)
+                .and_then(|f| f.sync_all())
+                .map_err(|e| fail("syncing", e))?;
+        }
+        std::fs::rename(&tmp, &target).map_err(|e| fail("renaming into", e))
+    }
+
+    /// Copies `rel` from `from` into this store under the same name (a file copy when both
+    /// are local).
+    pub(crate) fn copy_from(&self, from: &Objects, rel: &str) -> Result<()> {
+        match (from.local_path(rel), self.local_path(rel)) {
+            (Some(src), Some(dst)) => {
+                let fail = |e: std::io::Error| {
+                    StateError::Storage(format!("copying {} to {}: {e}", src.display(), dst.display()))
+                };
+                if let Some(dir) = dst.parent() {
+                    std::fs::create_dir_all(dir).map_err(fail)?;
+                }
+                let tmp = dst.with_extension(format!("tmp-{}", std::process::id()));
+                std::fs::copy(&src, &tmp).map_err(fail)?;
+                std::fs::rename(&tmp, &dst).map_err(fail)
+            }
+            _ => self.put(rel, from.get(rel)?),
+        }
+    }
+
     /// The contents of `rel`.
     pub(crate) fn get(&self, rel: &str) -> Result<Vec<u8>> {
         let context = format!("reading {rel} from {}", self.location);

@@ -40,7 +40,7 @@ fn options(cache: &Cache) -> Options {
     opts.create_missing_column_families(true);
     opts.set_compression_type(rocksdb::DBCompressionType::Lz4);
     opts.set_block_based_table_factory(&table);
-    opts.set_write_buffer_size(32 << 20);
+    opts.set_write_buffer_size(16 << 20);
     opts.set_max_background_jobs(2);
     opts
 }

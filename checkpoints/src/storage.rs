@@ -195,9 +195,7 @@ impl CheckpointStorage {
         if self.objects.size(&rel)? == Some(sst.bytes) {
             return Ok(0);
         }
-        let bytes = fs::read(&sst.path)
-            .map_err(|e| StateError::Storage(format!("reading {} to upload it: {e}", sst.path.display())))?;
-        self.objects.put(&rel, bytes)?;
+        self.objects.put_file(&rel, &sst.path)?;
         Ok(sst.bytes)
     }
 
@@ -219,15 +217,13 @@ impl CheckpointStorage {
         let to = Objects::open(target)?;
         let manifest = self.read_manifest(id)?;
         for f in manifest.files.iter().flat_map(|f| &f.shared) {
-            let rel = format!("{SHARED}/{}", f.name);
-            to.put(&rel, self.objects.get(&rel)?)?;
+            to.copy_from(&self.objects, &format!("{SHARED}/{}", f.name))?;
         }
         let dir = chk(id);
         let mut names = self.objects.files(&dir)?;
         names.sort_by_key(|n| n == MANIFEST);
         for name in names {
-            let rel = format!("{dir}/{name}");
-            to.put(&rel, self.objects.get(&rel)?)?;
+            to.copy_from(&self.objects, &format!("{dir}/{name}"))?;
         }
         Ok(())
     }

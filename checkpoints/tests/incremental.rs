@@ -56,9 +56,41 @@ fn shared_names(m: &Manifest) -> BTreeSet<String> {
 #[test]
 fn second_checkpoint_uploads_only_what_changed_and_restores_anywhere() {
     let tmp = tempfile::tempdir().unwrap();
-    let storage = CheckpointStorage::new(tmp.path().join("chk"), 2).unwrap();
+    let chk = tmp.path().join("chk");
+    incremental_round_trip(tmp.path(), &chk, Some(&chk.join("shared")));
+}
+
+/// The same through a `file://` URL: object_store addresses the directory.
+#[test]
+fn file_urls_address_the_same_storage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chk = tmp.path().join("chk");
+    let url = url::Url::from_directory_path(&chk).unwrap();
+    incremental_round_trip(tmp.path(), Path::new(url.as_str()), Some(&chk.join("shared")));
+}
+
+/// And through an object store that is not a file system (`memory://`): shared files are
+/// fetched back for the restore instead of being linked.
+#[test]
+fn stores_without_local_files_restore_by_fetching() {
+    let tmp = tempfile::tempdir().unwrap();
+    incremental_round_trip(tmp.path(), Path::new("memory://"), None);
+}
+
+#[test]
+fn unsupported_locations_fail_saying_what_works() {
+    let err = CheckpointStorage::new("s3://bucket/chk", 2).unwrap_err().to_string();
+    assert!(err.contains("s3://bucket/chk") && err.contains("file://"), "{err}");
+    let err = CheckpointStorage::new("file://not a url", 2).unwrap_err().to_string();
+    assert!(err.contains("not a valid URL"), "{err}");
+}
+
+/// Checkpoints into `location`, the state directory under `tmp`; `shared`, when the store is
+/// local, is where shared files land.
+fn incremental_round_trip(tmp: &Path, location: &Path, shared: Option<&Path>) {
+    let storage = CheckpointStorage::new(location.to_path_buf(), 2).unwrap();
     let range = KeyGroupRange::for_subtask(128, 1, 0);
-    let mut b = KeyedStateBackend::<u64>::new(rocks(&tmp.path().join("state")), 128, range).unwrap();
+    let mut b = KeyedStateBackend::<u64>::new(rocks(&tmp.join("state")), 128, range).unwrap();
     let v = b.value_state::<String, ()>("v", None).unwrap();
     let mut expected = BTreeMap::new();
     let mut set = |b: &mut KeyedStateBackend<u64>, key: u64, round: u64| {
@@ -101,11 +133,13 @@ fn second_checkpoint_uploads_only_what_changed_and_restores_anywhere() {
     }
     let kept: Vec<Manifest> = [4, 5].iter().map(|id| storage.load(*id).unwrap().manifest).collect();
     let referenced: BTreeSet<String> = kept.iter().flat_map(shared_names).collect();
-    let stored: BTreeSet<String> = std::fs::read_dir(tmp.path().join("chk/shared"))
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    assert_eq!(stored, referenced, "unreferenced shared files are deleted");
+    if let Some(shared) = shared {
+        let stored: BTreeSet<String> = std::fs::read_dir(shared)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(stored, referenced, "unreferenced shared files are deleted");
+    }
     assert!(storage.load(3).is_err(), "checkpoint 3 was pruned");
     drop(b);
 
@@ -118,7 +152,7 @@ fn second_checkpoint_uploads_only_what_changed_and_restores_anywhere() {
             let range = KeyGroupRange::for_subtask(128, p, sub);
             let kind = match backend {
                 "memory" => StateBackendKind::Memory,
-                _ => rocks(&tmp.path().join(format!("restore-{p}-{sub}"))),
+                _ => rocks(&tmp.join(format!("restore-{p}-{sub}"))),
             };
             let mut r = KeyedStateBackend::<u64>::new(kind, 128, range).unwrap();
             r.restore(&StateSnapshot::for_subtask(&old, range, sub, p)).unwrap();

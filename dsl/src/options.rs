@@ -56,13 +56,13 @@ pub struct EnvOptions {
     /// Complete checkpoints kept [default: 3]
     #[arg(long, env = "FLOE_CHECKPOINT_RETAIN")]
     pub checkpoint_retain: Option<usize>,
-    /// Where keyed state lives: memory or rocksdb [default: memory]
+    /// Where keyed state lives: rocksdb or memory [default: rocksdb, if built in]
     #[arg(long, env = "FLOE_STATE_BACKEND", value_parser = ["memory", "rocksdb"])]
     pub state_backend: Option<String>,
     /// Working directory of the RocksDB backend [default: <temp dir>/floe-state]
     #[arg(long, env = "FLOE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
-    /// Entries per state the RocksDB backend caches on the heap [default: 100000]
+    /// Entries per state and subtask the RocksDB backend caches on the heap [default: 1000000]
     #[arg(long, env = "FLOE_STATE_CACHE_ENTRIES")]
     pub state_cache_entries: Option<usize>,
     /// Megabytes of RocksDB block cache per stateful subtask [default: 64]
@@ -149,8 +149,25 @@ impl Default for JobConfig {
             checkpoint_retain: 3,
             savepoint_dir: None,
             from_savepoint: None,
-            state_backend: floe_checkpoints::StateBackendKind::Memory,
+            state_backend: if cfg!(feature = "rocksdb") {
+                rocksdb(None, None, None)
+            } else {
+                floe_checkpoints::StateBackendKind::Memory
+            },
         }
+    }
+}
+
+/// The RocksDB backend with defaults for what is not given.
+fn rocksdb(
+    dir: Option<PathBuf>,
+    cache_entries: Option<usize>,
+    block_cache_mb: Option<usize>,
+) -> floe_checkpoints::StateBackendKind {
+    floe_checkpoints::StateBackendKind::RocksDb {
+        dir: dir.unwrap_or_else(|| std::env::temp_dir().join("floe-state")),
+        cache_entries: cache_entries.unwrap_or(1_000_000),
+        block_cache_bytes: block_cache_mb.unwrap_or(64).saturating_mul(1 << 20),
     }
 }
 
@@ -199,20 +216,13 @@ impl EnvOptions {
             savepoint_dir: self.savepoint_dir.clone().or(file.savepoint_dir),
             from_savepoint: self.from_savepoint.clone().or(file.from_savepoint),
             state_backend: match self.state_backend.clone().or(file.state_backend).as_deref() {
-                None | Some("memory") => floe_checkpoints::StateBackendKind::Memory,
-                Some("rocksdb") => floe_checkpoints::StateBackendKind::RocksDb {
-                    dir: self
-                        .state_dir
-                        .clone()
-                        .or(file.state_dir)
-                        .unwrap_or_else(|| std::env::temp_dir().join("floe-state")),
-                    cache_entries: self.state_cache_entries.or(file.state_cache_entries).unwrap_or(100_000),
-                    block_cache_bytes: self
-                        .state_block_cache_mb
-                        .or(file.state_block_cache_mb)
-                        .unwrap_or(64)
-                        .saturating_mul(1 << 20),
-                },
+                None if !cfg!(feature = "rocksdb") => floe_checkpoints::StateBackendKind::Memory,
+                Some("memory") => floe_checkpoints::StateBackendKind::Memory,
+                None | Some("rocksdb") => rocksdb(
+                    self.state_dir.clone().or(file.state_dir),
+                    self.state_cache_entries.or(file.state_cache_entries),
+                    self.state_block_cache_mb.or(file.state_block_cache_mb),
+                ),
                 Some(other) => {
                     return Err(DslError::Config(format!(
                         "state_backend = {other:?} is not a backend: use \"memory\" or \"rocksdb\""

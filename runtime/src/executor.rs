@@ -20,6 +20,7 @@ use crate::error::{Result, RuntimeError};
 use crate::graph::{JobGraph, NodeId, NodeKind, OutputSlot, ShipStrategy};
 use crate::operator::{OperatorContext, TaskInfo};
 use crate::route::EdgeWriter;
+use crate::state_dir::AttemptDir;
 use crate::task::{Control, InputChannel, OperatorTask, SourceTask, TaskLink};
 use crate::time::{Clock, SystemClock};
 
@@ -136,6 +137,8 @@ pub struct JobHandle {
     stopped: Arc<AtomicBool>,
     restored_from: Option<u64>,
     clock: Arc<dyn Clock>,
+    /// This run's RocksDB directory, removed after every task has ended.
+    _state_dir: Option<AttemptDir>,
 }
 
 impl JobHandle {
@@ -267,15 +270,17 @@ impl JobHandle {
     }
 }
 
-/// A fresh id for a run of a job: the time and a process-wide counter, so that runs in one
-/// process and runs in successive processes differ.
+/// A fresh id for a run of a job: the time (in units of 2^32 ns, about 4 s), the process id
+/// and a process-wide counter, so that runs in one process, in successive processes and in
+/// processes started at the same moment all differ.
 fn new_attempt_id() -> u64 {
     static RUNS: AtomicU64 = AtomicU64::new(0);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
         .unwrap_or(0);
-    (nanos & !0xffff) | (RUNS.fetch_add(1, Ordering::Relaxed) & 0xffff)
+    let pid = u64::from(std::process::id()) & 0xffff;
+    (nanos & !0xffff_ffff) | (pid << 16) | (RUNS.fetch_add(1, Ordering::Relaxed) & 0xffff)
 }
 
 /// Runs `graph` to completion.
@@ -413,6 +418,11 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     let reports = storage.as_ref().map(|_| report_tx);
     let mut task_controls: Vec<Sender<Control>> = Vec::new();
     let mut source_tasks: Vec<usize> = Vec::new();
+    let attempt = new_attempt_id();
+    let state_dir = match &config.state_backend {
+        StateBackendKind::RocksDb { dir, .. } => Some(AttemptDir::claim(dir, &graph.name, attempt)?),
+        StateBackendKind::Memory => None,
+    };
     let mut handle = JobHandle {
         name: graph.name.clone(),
         started: Instant::now(),
@@ -427,9 +437,9 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         stopped: Arc::new(AtomicBool::new(false)),
         restored_from: restored.as_ref().map(|r| r.manifest.checkpoint_id),
         clock: config.clock.clone(),
+        _state_dir: state_dir,
     };
 
-    let attempt = new_attempt_id();
     let info_for = |node: NodeId, i: usize| {
         let n = &graph.nodes[node];
         TaskInfo {

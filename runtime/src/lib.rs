@@ -20,6 +20,7 @@ mod graph;
 pub mod harness;
 mod operator;
 mod route;
+mod state_dir;
 mod task;
 mod time;
 mod timers;

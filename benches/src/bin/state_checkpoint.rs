@@ -133,7 +133,7 @@ fn main() -> anyhow::Result<()> {
             value.clone(),
         )?;
         changed += 1;
-        if changed % 1024 == 0 {
+        if changed.is_multiple_of(1024) {
             b.set_processing_time(0)?;
         }
     }

@@ -40,6 +40,9 @@ struct Args {
     /// Also measure the chained configuration with the RocksDB state backend
     #[arg(long)]
     rocksdb: bool,
+    /// Entries per state the RocksDB backend caches on the heap (the jobs' default)
+    #[arg(long, default_value_t = 1_000_000)]
+    state_cache_entries: usize,
 }
 
 fn run(
@@ -54,7 +57,7 @@ fn run(
     let state_backend = if rocksdb {
         StateBackendKind::RocksDb {
             dir: std::env::temp_dir().join(format!("floe-bench-state-{}", std::process::id())),
-            cache_entries: 100_000,
+            cache_entries: args.state_cache_entries,
             block_cache_bytes: 64 << 20,
         }
     } else {

@@ -1,0 +1,115 @@
+//! The local working directory of a run's RocksDB state, and cleaning up after runs that
+//! died without doing it themselves.
+//!
+//! Every run of a job keeps its databases in `<state dir>/<job>-<attempt>/`, holding an
+//! exclusive lock on `<that dir>/.lock` for as long as it runs. A run that ends removes its
+//! directory; a run killed with SIGKILL cannot, so each new run of the job removes the
+//! directories of its earlier runs whose lock nobody holds any more (the kernel released it
+//! with the process). Directories of runs still alive keep their lock and are left alone.
+
+use std::fs::{self, File, TryLockError};
+use std::path::{Path, PathBuf};
+
+use tracing::{info, warn};
+
+use crate::{Result, RuntimeError};
+
+const LOCK: &str = ".lock";
+
+/// A run's claimed state directory; removed when dropped.
+#[derive(Debug)]
+pub(crate) struct AttemptDir {
+    path: PathBuf,
+    _lock: File,
+}
+
+impl AttemptDir {
+    /// Creates and locks `<state_dir>/<job>-<attempt>`, then removes the unlocked
+    /// directories earlier runs of `job` left behind.
+    pub(crate) fn claim(state_dir: &Path, job: &str, attempt: u64) -> Result<AttemptDir> {
+        let path = state_dir.join(format!("{job}-{attempt:x}"));
+        let io = |what: &str, p: &Path, e: std::io::Error| {
+            RuntimeError::external(format!("{what} state directory {}", p.display()), e)
+        };
+        fs::create_dir_all(&path).map_err(|e| io("creating", &path, e))?;
+        let lock_path = path.join(LOCK);
+        let lock = File::create(&lock_path).map_err(|e| io("creating", &lock_path, e))?;
+        lock.try_lock().map_err(|e| {
+            RuntimeError::Internal(format!("locking {}: {e} (is the run id reused?)", lock_path.display()))
+        })?;
+        sweep(state_dir, job, &path);
+        Ok(AttemptDir { path, _lock: lock })
+    }
+}
+
+impl Drop for AttemptDir {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.path) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                warn!(dir = %self.path.display(), %e, "could not remove the state directory of this run");
+            }
+        }
+    }
+}
+
+/// Removes `<state_dir>/<job>-*` directories other than `mine` whose lock is free.
+fn sweep(state_dir: &Path, job: &str, mine: &Path) {
+    let Ok(entries) = fs::read_dir(state_dir) else { return };
+    let prefix = format!("{job}-");
+    for e in entries.flatten() {
+        let path = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(attempt) = name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if path == mine || attempt.is_empty() || !attempt.chars().all(|c| c.is_ascii_hexdigit()) {
+            continue;
+        }
+        // A directory without a lock file is being created right now, or is not ours.
+        let Ok(lock) = File::open(path.join(LOCK)) else {
+            continue;
+        };
+        match lock.try_lock() {
+            Ok(()) => {
+                info!(dir = %path.display(), "removing the state directory of a run that did not end cleanly");
+                if let Err(e) = fs::remove_dir_all(&path) {
+                    warn!(dir = %path.display(), %e, "could not remove a stale state directory");
+                }
+            }
+            Err(TryLockError::WouldBlock) => {}
+            Err(TryLockError::Error(e)) => {
+                warn!(dir = %path.display(), %e, "could not check whether a state directory is in use");
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_directories_go_and_live_ones_stay() {
+        let root = tempfile::tempdir().unwrap();
+        // A run that died: its directory is there, its lock free.
+        let dead = root.path().join("job-1a");
+        fs::create_dir_all(dead.join("0-0")).unwrap();
+        File::create(dead.join(LOCK)).unwrap();
+        // A run still alive (in this process) holds its lock.
+        let alive = AttemptDir::claim(root.path(), "job", 0x2b).unwrap();
+        // Another job's directory and a directory without a lock are not touched.
+        let other = root.path().join("other-1a");
+        fs::create_dir_all(&other).unwrap();
+        File::create(other.join(LOCK)).unwrap();
+        let unlocked = root.path().join("job-3c");
+        fs::create_dir_all(&unlocked).unwrap();
+
+        let me = AttemptDir::claim(root.path(), "job", 0x4d).unwrap();
+        assert!(!dead.exists(), "the dead run's directory is removed");
+        assert!(alive.path.exists() && other.exists() && unlocked.exists());
+        let mine = me.path.clone();
+        drop(me);
+        assert!(!mine.exists(), "a run removes its own directory when it ends");
+        assert!(alive.path.exists());
+    }
+}
