@@ -26,3 +26,6 @@ if ! has_libclang; then
   fi
 fi
 
+
+# The Kafka-protocol broker the integration tests start on 127.0.0.1 (tansu).
+"$(dirname "$0")/tansu.sh" >/dev/null

@@ -7,6 +7,7 @@
 pub mod aggregate;
 pub mod basic;
 pub mod collector;
+pub mod kafka;
 pub mod keyed;
 pub mod process;
 pub mod sink;
