@@ -21,6 +21,11 @@ pub struct StateSnapshot {
     pub key_groups: BTreeMap<KeyGroup, Vec<(String, Vec<u8>)>>,
     /// Operator state items.
     pub operator: Vec<Vec<u8>>,
+    /// Union operator state items: every subtask restores all of them, from every old
+    /// subtask (Flink's union list state, as the Kafka source uses for its offsets: the
+    /// partitions a subtask reads may have been read by any old subtask).
+    #[serde(default)]
+    pub union: Vec<Vec<u8>>,
     /// Keyed state as database files (the RocksDB backend), one per old subtask whose key
     /// groups overlap the range of the subtask that restores it.
     #[serde(default)]
@@ -70,7 +75,7 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T> {
 impl StateSnapshot {
     /// Whether the snapshot holds nothing.
     pub fn is_empty(&self) -> bool {
-        self.key_groups.is_empty() && self.operator.is_empty() && self.native.is_empty()
+        self.key_groups.is_empty() && self.operator.is_empty() && self.union.is_empty() && self.native.is_empty()
     }
 
     /// Adds a keyed blob for key group `kg`.
@@ -98,24 +103,29 @@ impl StateSnapshot {
                 n.sst.iter().map(|f| f.bytes).sum::<u64>() + n.private.iter().map(|p| p.1.len() as u64).sum::<u64>()
             })
             .sum();
-        keyed + self.operator.iter().map(Vec::len).sum::<usize>() + native as usize
+        keyed
+            + self.operator.iter().map(Vec::len).sum::<usize>()
+            + self.union.iter().map(Vec::len).sum::<usize>()
+            + native as usize
     }
 
     /// The part of the snapshots of all old subtasks of an operator that subtask `index` of
     /// `parallelism` restores: the key groups of `range`, the database snapshots that overlap
-    /// it, and every `parallelism`-th operator-state item.
+    /// it, every `parallelism`-th operator-state item, and all union items.
     ///
     /// ```
     /// use floe_checkpoints::{KeyGroupRange, StateSnapshot};
     /// let mut a = StateSnapshot::default();
     /// a.add_keyed(3, "s", vec![1]);
     /// a.operator.push(vec![10]);
+    /// a.union.push(vec![7]);
     /// let mut b = StateSnapshot::default();
     /// b.add_keyed(100, "s", vec![2]);
     /// b.operator.push(vec![20]);
     /// let first = StateSnapshot::for_subtask(&[a.clone(), b.clone()], KeyGroupRange::for_subtask(128, 2, 0), 0, 2);
     /// assert_eq!(first.key_groups.keys().collect::<Vec<_>>(), vec![&3]);
     /// assert_eq!(first.operator, vec![vec![10]]);
+    /// assert_eq!(first.union, vec![vec![7]]);
     /// let only = StateSnapshot::for_subtask(&[a, b], KeyGroupRange::for_subtask(128, 1, 0), 0, 1);
     /// assert_eq!(only.key_groups.len(), 2);
     /// assert_eq!(only.operator.len(), 2);
@@ -138,6 +148,7 @@ impl StateSnapshot {
             .filter(|(i, _)| i % parallelism.max(1) == index)
             .map(|(_, item)| item.clone())
             .collect();
+        out.union = old.iter().flat_map(|s| s.union.iter().cloned()).collect();
         out
     }
 }

@@ -30,6 +30,7 @@ mod error;
 mod keyed;
 mod options;
 mod stream;
+pub mod tail;
 
 pub use env::{init_logging, Env};
 pub use error::{DslError, Result};

@@ -1,0 +1,2 @@
+//! The `floe` command line (being written).
+fn main() {}

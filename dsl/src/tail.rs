@@ -1,0 +1,1 @@
+//! `floe tail`: follow a Kafka topic (being written).
