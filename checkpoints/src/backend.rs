@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange};
 use crate::memory::{AnyTable, Table, NEVER};
-use crate::rocks::{read_native, DbDir};
+use crate::rocks::{read_native, DbDir, TimerColumn};
 use crate::snapshot::StateSnapshot;
 use crate::state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReducingState, StateData, StateKey, StateTtl, ValueState,
@@ -83,6 +83,8 @@ pub struct KeyedStateBackend<K> {
     pending: HashMap<String, Vec<(KeyGroup, Vec<u8>)>>,
     /// The RocksDB database, if the backend is RocksDB (its directory goes with it).
     db: Option<DbDir>,
+    /// Column families of timer queues (flushed with the states at a snapshot).
+    timer_columns: Vec<String>,
     _key: std::marker::PhantomData<fn() -> K>,
 }
 
@@ -98,6 +100,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         };
         Ok(KeyedStateBackend {
             db,
+            timer_columns: Vec::new(),
             kind,
             max_parallelism,
             range,
@@ -169,7 +172,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
             for s in &mut self.states {
                 s.table.flush(usize::MAX, true)?;
             }
-            let names: Vec<&str> = self.states.iter().map(|s| s.name.as_str()).collect();
+            let names: Vec<&str> = self
+                .states
+                .iter()
+                .map(|s| s.name.as_str())
+                .chain(self.timer_columns.iter().map(String::as_str))
+                .collect();
             snapshot.native.push(db.checkpoint(&names, self.range)?);
             return Ok(());
         }
@@ -195,7 +203,9 @@ impl<K: StateKey> KeyedStateBackend<K> {
                 }
             }
         }
-        let whole = matches!(&snapshot.native[..], [n] if n.range == self.range) && self.states.is_empty();
+        let whole = matches!(&snapshot.native[..], [n] if n.range == self.range)
+            && self.states.is_empty()
+            && self.timer_columns.is_empty();
         if let (Some(db), true) = (&mut self.db, whole) {
             return db.install(&snapshot.native[0]);
         }
@@ -209,6 +219,35 @@ impl<K: StateKey> KeyedStateBackend<K> {
             }
         }
         Ok(())
+    }
+
+    /// The RocksDB column family of the timer queue `name` (created if missing), or `None`
+    /// for the heap backend. Timer queues keep their timers there beyond a cache of the
+    /// earliest ones, and write them before [`KeyedStateBackend::snapshot`] so that they are
+    /// part of the database's checkpoint. Ask for it after [`KeyedStateBackend::restore`].
+    pub fn timer_column(&mut self, name: &str) -> Result<Option<TimerColumn>> {
+        let Some(db) = &self.db else { return Ok(None) };
+        let column = db.timers(name)?;
+        if !self.timer_columns.iter().any(|n| n == name) {
+            self.timer_columns.push(name.to_string());
+        }
+        Ok(Some(column))
+    }
+
+    /// Restored blobs of `name` that no state claimed: the timers of a timer queue read out
+    /// of RocksDB snapshots (as `count (u64, little endian)` followed by each timer's key after
+    /// its key-group bytes), for the queue to register.
+    pub fn take_restored(&mut self, name: &str) -> Vec<(KeyGroup, Vec<u8>)> {
+        self.pending.remove(name).unwrap_or_default()
+    }
+
+    /// Entries kept on the heap per state (and timers per queue) in front of RocksDB; `None`
+    /// for the heap backend.
+    pub fn cache_entries(&self) -> Option<usize> {
+        match self.kind {
+            StateBackendKind::RocksDb { cache_entries, .. } => Some(cache_entries),
+            StateBackendKind::Memory => None,
+        }
     }
 
     fn restore_blob(&mut self, state: &str, kg: KeyGroup, bytes: Vec<u8>) -> Result<()> {

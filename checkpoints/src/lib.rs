@@ -24,6 +24,7 @@ pub use error::{Result, StateError};
 pub use key_group::{
     assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM,
 };
+pub use rocks::TimerColumn;
 pub use snapshot::{decode, encode, StateSnapshot};
 pub use state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReduceFn, ReducingState, StateData, StateKey, StateTtl,

@@ -382,3 +382,71 @@ impl<K: Serialize + DeserializeOwned, N: Serialize + DeserializeOwned, S: Serial
         Ok(out)
     }
 }
+
+/// The column family of one timer queue: keys `key group (2 bytes) | timestamp (8 bytes, big
+/// endian, sign bit flipped so that byte order is time order) | bincode(key, namespace)`, empty
+/// values. A key group's timers are one prefix range in time order, so the earliest timers of
+/// a key group are a seek away and a key-group range moves on rescale like any state.
+pub struct TimerColumn {
+    db: Arc<Db>,
+    cf: String,
+}
+
+impl TimerColumn {
+    fn cf(&self) -> Result<Arc<rocksdb::BoundColumnFamily<'_>>> {
+        self.db
+            .cf_handle(&self.cf)
+            .ok_or_else(|| StateError::Storage(format!("column family {} is missing", self.cf)))
+    }
+
+    /// Writes timers (`true`) and deletions (`false`), given by full key, in one batch
+    /// without the WAL.
+    pub fn write<'a>(&self, changes: impl Iterator<Item = (&'a [u8], bool)>) -> Result<()> {
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (key, present) in changes {
+            if present {
+                batch.put_cf(&cf, key, []);
+            } else {
+                batch.delete_cf(&cf, key);
+            }
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(err)
+    }
+
+    /// Visits the timers of key group `kg` from the one at or after `from` (the 8 timestamp
+    /// bytes of a key) in time order, with each key after its key group bytes, while `visit`
+    /// returns true.
+    pub fn scan(&self, kg: KeyGroup, from: [u8; 8], mut visit: impl FnMut(&[u8]) -> bool) -> Result<()> {
+        let cf = self.cf()?;
+        let prefix = kg.to_be_bytes();
+        let mut start = prefix.to_vec();
+        start.extend_from_slice(&from);
+        for item in self.db.iterator_cf(&cf, IteratorMode::From(&start, Direction::Forward)) {
+            let (k, _) = item.map_err(err)?;
+            if !k.starts_with(&prefix) || !visit(&k[2..]) {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+impl DbDir {
+    /// The timer queue `name` (its column family, created if missing).
+    pub(crate) fn timers(&self, name: &str) -> Result<TimerColumn> {
+        let db = self
+            .db
+            .as_ref()
+            .ok_or_else(|| StateError::Storage("no database".into()))?;
+        if db.cf_handle(name).is_none() {
+            db.create_cf(name, &self.opts).map_err(err)?;
+        }
+        Ok(TimerColumn {
+            db: db.clone(),
+            cf: name.to_string(),
+        })
+    }
+}

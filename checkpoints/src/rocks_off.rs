@@ -75,3 +75,24 @@ impl<K, N, S> RocksStore<K, N, S> {
         match self.0 {}
     }
 }
+
+/// Never constructed in this build.
+pub struct TimerColumn(Infallible);
+
+impl TimerColumn {
+    /// Writes timers and deletions (never called in this build).
+    pub fn write<'a>(&self, _changes: impl Iterator<Item = (&'a [u8], bool)>) -> Result<()> {
+        match self.0 {}
+    }
+
+    /// Visits timers of a key group (never called in this build).
+    pub fn scan(&self, _kg: KeyGroup, _from: [u8; 8], _visit: impl FnMut(&[u8]) -> bool) -> Result<()> {
+        match self.0 {}
+    }
+}
+
+impl DbDir {
+    pub(crate) fn timers(&self, _name: &str) -> Result<TimerColumn> {
+        match self.0 {}
+    }
+}

@@ -3,24 +3,141 @@
 //! Keyed operators own a [`TimerService`] with one [`TimerStore`] for event time (fired as the
 //! watermark passes) and one for processing time (fired by the task's wakeups). Timers are
 //! keyed state: they carry their key group so that they are snapshotted and rescaled with it.
+//!
+//! With the heap backend a store keeps every timer in memory and snapshots them as blobs per
+//! key group. With RocksDB, the timers live in a column family of the database (key group |
+//! timestamp | key, namespace: see [`TimerColumn`]) and the store keeps a cache in front of it
+//! (Flink's RocksDB timer service works the same way):
+//!
+//! - the cache holds *every* timer earlier than a boundary time, so the earliest timer is
+//!   always in memory; timers at or after the boundary are only in RocksDB;
+//! - changes (registrations, deletions, fired timers) are collected and written in one write
+//!   batch when they pile up, before timers are read back, and at every checkpoint (so the
+//!   database's own checkpoint holds the timers: snapshots stay incremental);
+//! - a timer registered and fired (or deleted) between two writes never touches RocksDB, so
+//!   short-lived timers, like a window's, cost no more than on the heap;
+//! - when the cache outgrows its bound the latest timers leave it (they are in RocksDB
+//!   already, or about to be written), and when it runs dry it is refilled with the next
+//!   earliest timers, a seek per key group.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::hash::Hash;
 
-use std::collections::BTreeMap as Groups;
-
-use floe_checkpoints::{decode, encode, KeyGroup, StateSnapshot};
-use hashbrown::HashSet;
-use serde::de::DeserializeOwned;
+use floe_checkpoints::{decode, encode, KeyGroup, KeyedStateBackend, StateError, StateKey, StateSnapshot, TimerColumn};
+use hashbrown::{HashMap, HashSet};
 use serde::Serialize;
 
 use crate::element::Timestamp;
 
+/// Timestamp bytes whose order is the timestamps' order (big endian, sign bit flipped).
+fn ts_bytes(ts: Timestamp) -> [u8; 8] {
+    ((ts as u64) ^ (1 << 63)).to_be_bytes()
+}
+
+fn ts_from(bytes: &[u8]) -> Option<Timestamp> {
+    let b: [u8; 8] = bytes.get(..8)?.try_into().ok()?;
+    Some((u64::from_be_bytes(b) ^ (1 << 63)) as i64)
+}
+
+fn corrupt(what: &str) -> StateError {
+    StateError::Serialization(format!("corrupt timer {what}"))
+}
+
+/// A pending change of a timer in RocksDB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Change {
+    /// Write it; `fresh` if RocksDB cannot hold it yet (so a deletion just forgets the write).
+    Put { fresh: bool },
+    /// Delete it.
+    Delete,
+}
+
+/// The RocksDB side of a timer store.
+struct Spill {
+    column: TimerColumn,
+    /// Every timer earlier than this is in the cache; later ones are in RocksDB (or pending).
+    boundary: Timestamp,
+    /// Per key group, a lower bound of its timers at or after `boundary` (absent: none).
+    heads: BTreeMap<KeyGroup, Timestamp>,
+    /// Changes not yet written, by full RocksDB key.
+    pending: HashMap<Box<[u8]>, Change>,
+    /// Bound of the cache and of the pending changes.
+    limit: usize,
+    /// The key being worked on.
+    key: Vec<u8>,
+}
+
+impl Spill {
+    fn encode<K: Serialize, N: Serialize>(&mut self, kg: KeyGroup, ts: Timestamp, key: &K, ns: &N) -> bool {
+        self.key.clear();
+        self.key.extend_from_slice(&kg.to_be_bytes());
+        self.key.extend_from_slice(&ts_bytes(ts));
+        bincode::serialize_into(&mut self.key, &(key, ns)).is_ok()
+    }
+
+    /// Records a write of the current key; false if one is pending already.
+    fn put(&mut self, fresh: bool) -> bool {
+        match self.pending.get_mut(&self.key[..]) {
+            Some(Change::Put { .. }) => false,
+            Some(c) => {
+                *c = Change::Put { fresh: false };
+                true
+            }
+            None => {
+                self.pending
+                    .insert(self.key.clone().into_boxed_slice(), Change::Put { fresh });
+                true
+            }
+        }
+    }
+
+    /// Records a deletion of the current key.
+    fn delete(&mut self) {
+        match self.pending.get(&self.key[..]) {
+            Some(Change::Put { fresh: true }) => {
+                self.pending.remove(&self.key[..]);
+            }
+            Some(Change::Delete) => {}
+            _ => {
+                self.pending.insert(self.key.clone().into_boxed_slice(), Change::Delete);
+            }
+        }
+    }
+
+    fn flush(&mut self) -> Result<(), StateError> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
+        self.column.write(
+            self.pending
+                .iter()
+                .map(|(k, c)| (&k[..], matches!(c, Change::Put { .. }))),
+        )?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    fn lower_head(&mut self, kg: KeyGroup, ts: Timestamp) {
+        let head = self.heads.entry(kg).or_insert(ts);
+        *head = (*head).min(ts);
+    }
+}
+
 /// Timers of one time domain.
-#[derive(Debug)]
 pub struct TimerStore<K, N> {
     queue: BTreeMap<Timestamp, VecDeque<(KeyGroup, K, N)>>,
     registered: HashSet<(Timestamp, K, N)>,
+    spill: Option<Spill>,
+    generation: u64,
+    error: Option<String>,
+}
+
+impl<K, N> std::fmt::Debug for TimerStore<K, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TimerStore")
+            .field("cached", &self.registered.len())
+            .field("in_rocksdb", &self.spill.is_some())
+            .finish()
+    }
 }
 
 impl<K, N> Default for TimerStore<K, N> {
@@ -28,31 +145,97 @@ impl<K, N> Default for TimerStore<K, N> {
         TimerStore {
             queue: BTreeMap::new(),
             registered: HashSet::new(),
+            spill: None,
+            generation: 0,
+            error: None,
         }
     }
 }
 
-impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
-    /// Registers a timer; returns false if the same timer already exists.
+impl<K: StateKey, N: StateKey> TimerStore<K, N> {
+    /// Registers a timer; returns false if the same timer already exists (with RocksDB, a
+    /// timer beyond the cache that was written out before may be reported as new: registering
+    /// it again is harmless, it still fires once).
     pub fn register(&mut self, ts: Timestamp, kg: KeyGroup, key: &K, ns: &N) -> bool {
-        if !self.registered.insert((ts, key.clone(), ns.clone())) {
+        let Some(spill) = &mut self.spill else {
+            if !self.registered.insert((ts, key.clone(), ns.clone())) {
+                return false;
+            }
+            self.queue
+                .entry(ts)
+                .or_default()
+                .push_back((kg, key.clone(), ns.clone()));
+            self.generation += 1;
+            return true;
+        };
+        if !spill.encode(kg, ts, key, ns) {
+            self.error = Some(format!("timer key of {key:?} cannot be serialized"));
             return false;
         }
-        self.queue
-            .entry(ts)
-            .or_default()
-            .push_back((kg, key.clone(), ns.clone()));
+        if ts < spill.boundary {
+            if !self.registered.insert((ts, key.clone(), ns.clone())) {
+                return false;
+            }
+            self.queue
+                .entry(ts)
+                .or_default()
+                .push_back((kg, key.clone(), ns.clone()));
+            spill.put(true);
+            if self.registered.len() > spill.limit {
+                self.shrink_cache();
+            }
+        } else {
+            if !spill.put(false) {
+                return false;
+            }
+            spill.lower_head(kg, ts);
+        }
+        self.generation += 1;
         true
     }
 
-    /// Deletes a timer; returns whether it existed.
-    pub fn delete(&mut self, ts: Timestamp, key: &K, ns: &N) -> bool {
+    /// Deletes a timer; returns whether it existed (with RocksDB, a timer beyond the cache
+    /// is reported as existing).
+    pub fn delete(&mut self, ts: Timestamp, kg: KeyGroup, key: &K, ns: &N) -> bool {
         // The queue entry is dropped lazily when its time comes.
-        self.registered.remove(&(ts, key.clone(), ns.clone()))
+        let Some(spill) = &mut self.spill else {
+            let existed = self.registered.remove(&(ts, key.clone(), ns.clone()));
+            self.generation += u64::from(existed);
+            return existed;
+        };
+        if !spill.encode(kg, ts, key, ns) {
+            self.error = Some(format!("timer key of {key:?} cannot be serialized"));
+            return false;
+        }
+        if ts < spill.boundary && !self.registered.remove(&(ts, key.clone(), ns.clone())) {
+            return false;
+        }
+        spill.delete();
+        self.generation += 1;
+        true
     }
 
     /// Removes and returns the earliest registered timer at or before `upto`.
-    pub fn pop_due(&mut self, upto: Timestamp) -> Option<(Timestamp, KeyGroup, K, N)> {
+    pub fn pop_due(&mut self, upto: Timestamp) -> crate::Result<Option<(Timestamp, KeyGroup, K, N)>> {
+        self.check()?;
+        loop {
+            if let Some((ts, kg, k, n)) = self.pop_cached(upto) {
+                if let Some(spill) = &mut self.spill {
+                    spill.encode(kg, ts, &k, &n);
+                    spill.delete();
+                }
+                self.generation += 1;
+                return Ok(Some((ts, kg, k, n)));
+            }
+            let Some(spill) = &self.spill else { return Ok(None) };
+            if upto < spill.boundary || spill.heads.values().min().is_none_or(|h| *h > upto) {
+                return Ok(None);
+            }
+            self.refill()?;
+        }
+    }
+
+    fn pop_cached(&mut self, upto: Timestamp) -> Option<(Timestamp, KeyGroup, K, N)> {
         loop {
             let mut entry = self.queue.first_entry()?;
             let ts = *entry.key();
@@ -75,7 +258,20 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
     }
 
     /// The earliest registered timestamp.
-    pub fn next_timestamp(&mut self) -> Option<Timestamp> {
+    pub fn next_timestamp(&mut self) -> crate::Result<Option<Timestamp>> {
+        self.check()?;
+        loop {
+            if let Some(ts) = self.next_cached() {
+                return Ok(Some(ts));
+            }
+            match &self.spill {
+                Some(spill) if !spill.heads.is_empty() => self.refill()?,
+                _ => return Ok(None),
+            }
+        }
+    }
+
+    fn next_cached(&mut self) -> Option<Timestamp> {
         loop {
             let (ts, list) = self.queue.first_key_value()?;
             if list
@@ -88,23 +284,184 @@ impl<K: Hash + Eq + Clone, N: Hash + Eq + Clone> TimerStore<K, N> {
         }
     }
 
-    /// Number of registered timers.
+    /// Number of timers in memory (with RocksDB, the cached ones only).
     pub fn len(&self) -> usize {
         self.registered.len()
     }
 
-    /// Whether no timer is registered.
+    /// Whether no timer is in memory (with RocksDB, more may wait in the database).
     pub fn is_empty(&self) -> bool {
         self.registered.is_empty()
     }
-}
 
-impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned, N: Hash + Eq + Clone + Serialize + DeserializeOwned>
-    TimerStore<K, N>
-{
-    /// Adds the registered timers to `snapshot`, per key group, as blobs called `name`.
-    pub fn snapshot_into(&self, name: &str, snapshot: &mut StateSnapshot) -> crate::Result<()> {
-        let mut groups: Groups<KeyGroup, Vec<(Timestamp, &K, &N)>> = Groups::new();
+    /// Changes with every registration, deletion and firing: operators compare it to know
+    /// whether to re-arm their processing-time wakeup.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Writes the pending changes to RocksDB if they outgrew their bound. Operators call it
+    /// once per batch.
+    pub fn maintain(&mut self) -> crate::Result<()> {
+        self.check()?;
+        if let Some(spill) = &mut self.spill {
+            if spill.pending.len() > spill.limit {
+                spill.flush()?;
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&mut self) -> crate::Result<()> {
+        match self.error.take() {
+            Some(e) => Err(StateError::Serialization(e).into()),
+            None => Ok(()),
+        }
+    }
+
+    /// Lets the latest timers leave the cache until it is half full: they are in RocksDB or
+    /// about to be written, and the boundary moves down to the earliest of them.
+    fn shrink_cache(&mut self) {
+        let Some(spill) = &mut self.spill else { return };
+        let keep = spill.limit / 2;
+        while self.registered.len() > keep {
+            let Some((ts, list)) = self.queue.pop_last() else { break };
+            for (kg, k, n) in list {
+                if self.registered.remove(&(ts, k, n)) {
+                    spill.lower_head(kg, ts);
+                }
+            }
+            spill.boundary = ts;
+        }
+    }
+
+    /// Moves the earliest timers at or after the boundary from RocksDB into the cache (about
+    /// a quarter of its bound) and advances the boundary past them.
+    fn refill(&mut self) -> crate::Result<()> {
+        let Some(spill) = &mut self.spill else { return Ok(()) };
+        spill.flush()?;
+        let target = (spill.limit / 4).max(1);
+        let mut heads: Vec<(Timestamp, KeyGroup)> = spill.heads.iter().map(|(kg, h)| (*h, *kg)).collect();
+        heads.sort_unstable();
+        let mut loaded: Vec<(Timestamp, KeyGroup, Vec<u8>)> = Vec::new();
+        let mut new_heads = BTreeMap::new();
+        // Everything earlier than `bound` is loaded (it only ever moves down).
+        let mut bound = Timestamp::MAX;
+        let from = ts_bytes(spill.boundary);
+        for (head, kg) in heads {
+            if head >= bound {
+                new_heads.insert(kg, head);
+                continue;
+            }
+            let mut taken = 0;
+            let mut stopped_at = None;
+            let mut bad = false;
+            spill.column.scan(kg, from, |k| {
+                let Some(ts) = ts_from(k) else {
+                    bad = true;
+                    return false;
+                };
+                if ts >= bound || taken >= target {
+                    stopped_at = Some((ts, taken >= target));
+                    return false;
+                }
+                loaded.push((ts, kg, k[8..].to_vec()));
+                taken += 1;
+                true
+            })?;
+            if bad {
+                return Err(corrupt("key in RocksDB").into());
+            }
+            if let Some((ts, full)) = stopped_at {
+                new_heads.insert(kg, ts);
+                if full {
+                    bound = bound.min(ts);
+                }
+            }
+            if loaded.len() > target {
+                loaded.select_nth_unstable_by_key(target, |e| e.0);
+                bound = bound.min(loaded[target].0);
+            }
+        }
+        for (ts, kg, bytes) in loaded {
+            if ts >= bound {
+                let head = new_heads.entry(kg).or_insert(ts);
+                *head = (*head).min(ts);
+                continue;
+            }
+            let (k, n): (K, N) = bincode::deserialize(&bytes).map_err(|_| corrupt("key in RocksDB"))?;
+            if self.registered.insert((ts, k.clone(), n.clone())) {
+                self.queue.entry(ts).or_default().push_back((kg, k, n));
+            }
+        }
+        spill.boundary = bound;
+        spill.heads = new_heads;
+        Ok(())
+    }
+
+    /// Connects the store to `backend` (with RocksDB: the column family `name`) and registers
+    /// the timers `restored` holds for the backend's key groups: blobs of heap snapshots, and
+    /// timers read out of RocksDB snapshots of other key-group ranges. Call it after the
+    /// backend restored its state.
+    pub fn open<KB: StateKey>(
+        &mut self,
+        name: &str,
+        backend: &mut KeyedStateBackend<KB>,
+        restored: Option<&StateSnapshot>,
+    ) -> crate::Result<()> {
+        if let Some(column) = backend.timer_column(name)? {
+            let range = backend.key_group_range();
+            // A restored database of this very range holds its timers already.
+            let installed = restored.is_some_and(|s| !s.native.is_empty());
+            let (boundary, heads) = if installed {
+                (
+                    Timestamp::MIN,
+                    (range.start..range.end).map(|kg| (kg, Timestamp::MIN)).collect(),
+                )
+            } else {
+                (Timestamp::MAX, BTreeMap::new())
+            };
+            self.spill = Some(Spill {
+                column,
+                boundary,
+                heads,
+                pending: HashMap::new(),
+                limit: backend.cache_entries().unwrap_or(usize::MAX).max(16),
+                key: Vec::new(),
+            });
+        }
+        for (kg, blob) in backend.take_restored(name) {
+            let count = blob.get(..8).ok_or_else(|| corrupt("blob"))?;
+            let count = u64::from_le_bytes(count.try_into().map_err(|_| corrupt("blob"))?);
+            let mut rest = &blob[8..];
+            for _ in 0..count {
+                let ts = ts_from(rest).ok_or_else(|| corrupt("blob"))?;
+                rest = &rest[8..];
+                let (k, n): (K, N) = bincode::deserialize_from(&mut rest).map_err(|_| corrupt("blob"))?;
+                self.register(ts, kg, &k, &n);
+            }
+        }
+        if let Some(snapshot) = restored {
+            for (kg, bytes) in snapshot.keyed(name) {
+                let timers: Vec<(Timestamp, K, N)> = decode(bytes)?;
+                for (ts, k, n) in timers {
+                    self.register(ts, kg, &k, &n);
+                }
+            }
+        }
+        self.check()
+    }
+
+    /// Adds the registered timers to `snapshot`: on the heap as blobs called `name` per key
+    /// group; with RocksDB by writing the pending changes, so that the database's checkpoint
+    /// (taken next) holds them.
+    pub fn snapshot_into(&mut self, name: &str, snapshot: &mut StateSnapshot) -> crate::Result<()> {
+        self.check()?;
+        if let Some(spill) = &mut self.spill {
+            spill.flush()?;
+            return Ok(());
+        }
+        let mut groups: BTreeMap<KeyGroup, Vec<(Timestamp, &K, &N)>> = BTreeMap::new();
         for (ts, list) in &self.queue {
             for (kg, k, n) in list {
                 if self.registered.contains(&(*ts, k.clone(), n.clone())) {
@@ -114,17 +471,6 @@ impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned, N: Hash + Eq + Clone +
         }
         for (kg, timers) in groups {
             snapshot.add_keyed(kg, name, encode(&timers)?);
-        }
-        Ok(())
-    }
-
-    /// Registers the timers of the blobs called `name` in `snapshot`.
-    pub fn restore_from(&mut self, name: &str, snapshot: &StateSnapshot) -> crate::Result<()> {
-        for (kg, bytes) in snapshot.keyed(name) {
-            let timers: Vec<(Timestamp, K, N)> = decode(bytes)?;
-            for (ts, k, n) in timers {
-                self.register(ts, kg, &k, &n);
-            }
         }
         Ok(())
     }
@@ -139,19 +485,30 @@ pub struct TimerService<K, N> {
     pub processing_time: TimerStore<K, N>,
 }
 
-impl<K: Hash + Eq + Clone + Serialize + DeserializeOwned, N: Hash + Eq + Clone + Serialize + DeserializeOwned>
-    TimerService<K, N>
-{
-    /// Adds both kinds of timers to `snapshot`.
-    pub fn snapshot_into(&self, snapshot: &mut StateSnapshot) -> crate::Result<()> {
-        self.event_time.snapshot_into("timers/event", snapshot)?;
-        self.processing_time.snapshot_into("timers/processing", snapshot)
+const EVENT: &str = "timers/event";
+const PROCESSING: &str = "timers/processing";
+
+impl<K: StateKey, N: StateKey> TimerService<K, N> {
+    /// Connects both stores to `backend` and restores their timers from `restored`.
+    pub fn open<KB: StateKey>(
+        &mut self,
+        backend: &mut KeyedStateBackend<KB>,
+        restored: Option<&StateSnapshot>,
+    ) -> crate::Result<()> {
+        self.event_time.open(EVENT, backend, restored)?;
+        self.processing_time.open(PROCESSING, backend, restored)
     }
 
-    /// Restores both kinds of timers from `snapshot`.
-    pub fn restore_from(&mut self, snapshot: &StateSnapshot) -> crate::Result<()> {
-        self.event_time.restore_from("timers/event", snapshot)?;
-        self.processing_time.restore_from("timers/processing", snapshot)
+    /// Adds both kinds of timers to `snapshot` (before the backend's own snapshot).
+    pub fn snapshot_into(&mut self, snapshot: &mut StateSnapshot) -> crate::Result<()> {
+        self.event_time.snapshot_into(EVENT, snapshot)?;
+        self.processing_time.snapshot_into(PROCESSING, snapshot)
+    }
+
+    /// Writes out pending changes that outgrew their bound (see [`TimerStore::maintain`]).
+    pub fn maintain(&mut self) -> crate::Result<()> {
+        self.event_time.maintain()?;
+        self.processing_time.maintain()
     }
 }
 
@@ -165,27 +522,4 @@ impl<K, N> Default for TimerService<K, N> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fires_once_in_order_and_skips_deleted() {
-        let mut t: TimerStore<&str, ()> = TimerStore::default();
-        assert!(t.register(30, 0, &"a", &()));
-        assert!(t.register(10, 0, &"b", &()));
-        assert!(!t.register(10, 0, &"b", &()), "duplicate ignored");
-        assert!(t.register(10, 0, &"c", &()));
-        assert!(t.register(20, 0, &"a", &()));
-        assert!(t.delete(20, &"a", &()));
-        assert_eq!(t.next_timestamp(), Some(10));
-        let mut fired = vec![];
-        while let Some((ts, _, k, _)) = t.pop_due(25) {
-            fired.push((ts, k));
-        }
-        assert_eq!(fired, vec![(10, "b"), (10, "c")]);
-        assert_eq!(t.next_timestamp(), Some(30));
-        assert_eq!(t.pop_due(100).map(|x| x.0), Some(30));
-        assert!(t.is_empty());
-        assert_eq!(t.pop_due(i64::MAX), None);
-    }
-}
+mod tests;

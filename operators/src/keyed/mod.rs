@@ -28,9 +28,9 @@ pub(crate) fn restore_keyed<K: StateKey, N: StateKey>(
 ) -> Result<()> {
     if let Some(snapshot) = ctx.restored_state() {
         backend.restore(snapshot)?;
-        timers.restore_from(snapshot)?;
     }
-    if let Some(next) = timers.processing_time.next_timestamp() {
+    timers.open(backend, ctx.restored_state())?;
+    if let Some(next) = timers.processing_time.next_timestamp()? {
         ctx.request_wakeup(next);
     }
     Ok(())
@@ -39,13 +39,14 @@ pub(crate) fn restore_keyed<K: StateKey, N: StateKey>(
 /// A keyed operator's part of a checkpoint: its state and timers per key group.
 pub(crate) fn snapshot_keyed<K: StateKey, N: StateKey>(
     backend: Option<&mut KeyedStateBackend<K>>,
-    timers: &TimerService<K, N>,
+    timers: &mut TimerService<K, N>,
 ) -> Result<StateSnapshot> {
     let mut snapshot = StateSnapshot::default();
+    // Timers first: with RocksDB they write their changes into the database checkpointed next.
+    timers.snapshot_into(&mut snapshot)?;
     if let Some(b) = backend {
         b.snapshot(&mut snapshot)?;
     }
-    timers.snapshot_into(&mut snapshot)?;
     Ok(snapshot)
 }
 
@@ -110,7 +111,7 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
 
     /// Deletes an event-time timer of this key.
     pub fn delete_event_time_timer(&mut self, ts: Timestamp) {
-        self.timers.event_time.delete(ts, self.state.key, &());
+        self.timers.event_time.delete(ts, self.state.kg, self.state.key, &());
     }
 
     /// Calls `on_timer` for this key once processing time reaches `ts`.
@@ -122,7 +123,9 @@ impl<'a, K: StateKey> KeyedContext<'a, K> {
 
     /// Deletes a processing-time timer of this key.
     pub fn delete_processing_time_timer(&mut self, ts: Timestamp) {
-        self.timers.processing_time.delete(ts, self.state.key, &());
+        self.timers
+            .processing_time
+            .delete(ts, self.state.kg, self.state.key, &());
     }
 }
 
@@ -203,10 +206,11 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> KeyedProce
             .map_err(RuntimeError::User)
     }
 
-    fn arm_processing_timer(&mut self, ctx: &mut OperatorContext) {
-        if let Some(next) = self.timers.processing_time.next_timestamp() {
+    fn arm_processing_timer(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        if let Some(next) = self.timers.processing_time.next_timestamp()? {
             ctx.request_wakeup(next);
         }
+        Ok(())
     }
 }
 
@@ -221,7 +225,7 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        snapshot_keyed(self.backend.as_mut(), &self.timers)
+        snapshot_keyed(self.backend.as_mut(), &mut self.timers)
     }
 
     fn process_batch(
@@ -233,7 +237,7 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     ) -> Result<()> {
         let now = ctx.processing_time();
         self.backend()?.set_processing_time(now)?;
-        let had_processing_timers = self.timers.processing_time.len();
+        let had_processing_timers = self.timers.processing_time.generation();
         let backend = self
             .backend
             .as_mut()
@@ -253,8 +257,9 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
                 .process_element(r.value, &mut kctx, &mut self.out)
                 .map_err(RuntimeError::User)?;
         }
-        if self.timers.processing_time.len() != had_processing_timers {
-            self.arm_processing_timer(ctx);
+        self.timers.maintain()?;
+        if self.timers.processing_time.generation() != had_processing_timers {
+            self.arm_processing_timer(ctx)?;
         }
         self.out.flush(out)
     }
@@ -262,23 +267,23 @@ impl<K: StateKey, I: Data, O: Data, P: KeyedProcessFunction<K, I, O>> Operator f
     fn on_watermark(&mut self, watermark: Timestamp, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
         let now = ctx.processing_time();
         self.backend()?.set_processing_time(now)?;
-        while let Some((ts, kg, key, ())) = self.timers.event_time.pop_due(watermark) {
+        while let Some((ts, kg, key, ())) = self.timers.event_time.pop_due(watermark)? {
             self.fire(TimeDomain::EventTime, ts, kg, key, ctx)?;
             if self.out.len() >= ctx.info().batch_size {
                 self.out.flush(out)?;
             }
         }
         self.out.flush(out)?;
-        self.arm_processing_timer(ctx);
+        self.arm_processing_timer(ctx)?;
         out.emit_watermark(watermark)
     }
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
         self.backend()?.set_processing_time(now)?;
-        while let Some((ts, kg, key, ())) = self.timers.processing_time.pop_due(now) {
+        while let Some((ts, kg, key, ())) = self.timers.processing_time.pop_due(now)? {
             self.fire(TimeDomain::ProcessingTime, ts, kg, key, ctx)?;
         }
-        self.arm_processing_timer(ctx);
+        self.arm_processing_timer(ctx)?;
         self.out.flush(out)
     }
 }

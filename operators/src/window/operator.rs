@@ -95,15 +95,15 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> WindowOperator<K, T, C> {
         }
     }
 
-    fn delete_timers(&mut self, key: &K, w: &TimeWindow) {
+    fn delete_timers(&mut self, kg: KeyGroup, key: &K, w: &TimeWindow) {
         let cleanup = self.cleanup_time(w);
         let store = if self.event_time {
             &mut self.timers.event_time
         } else {
             &mut self.timers.processing_time
         };
-        store.delete(w.max_timestamp(), key, w);
-        store.delete(cleanup, key, w);
+        store.delete(w.max_timestamp(), kg, key, w);
+        store.delete(cleanup, kg, key, w);
     }
 
     fn fire(&mut self, kg: KeyGroup, key: &K, w: &TimeWindow) -> Result<()> {
@@ -202,7 +202,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> WindowOperator<K, T, C> {
                 self.contents.merge(b, kg, key, &absorbed, &merged)?;
             }
             for w in &absorbed {
-                self.delete_timers(key, w);
+                self.delete_timers(kg, key, w);
             }
             open.retain(|w| !absorbed.contains(w));
             open.push(merged);
@@ -218,10 +218,11 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> WindowOperator<K, T, C> {
         Ok(true)
     }
 
-    fn arm_processing_timer(&mut self, ctx: &mut OperatorContext) {
-        if let Some(next) = self.timers.processing_time.next_timestamp() {
+    fn arm_processing_timer(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        if let Some(next) = self.timers.processing_time.next_timestamp()? {
             ctx.request_wakeup(next);
         }
+        Ok(())
     }
 
     fn flush(&mut self, out: &mut dyn Output) -> Result<()> {
@@ -258,7 +259,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        crate::keyed::snapshot_keyed(self.backend.as_mut(), &self.timers)
+        crate::keyed::snapshot_keyed(self.backend.as_mut(), &mut self.timers)
     }
 
     fn process_batch(
@@ -271,7 +272,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
         let now = ctx.processing_time();
         let watermark = ctx.current_watermark();
         self.backend.as_mut().ok_or_else(not_open)?.set_processing_time(now)?;
-        let before = self.timers.processing_time.len();
+        let before = self.timers.processing_time.generation();
         for r in downcast_batch::<T>(batch)? {
             let ts = if self.event_time {
                 if r.timestamp == NO_TIMESTAMP {
@@ -296,8 +297,9 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
                 self.late.push(r);
             }
         }
-        if !self.event_time && self.timers.processing_time.len() != before {
-            self.arm_processing_timer(ctx);
+        self.timers.maintain()?;
+        if !self.event_time && self.timers.processing_time.generation() != before {
+            self.arm_processing_timer(ctx)?;
         }
         self.flush(out)
     }
@@ -308,7 +310,7 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
             .ok_or_else(not_open)?
             .set_processing_time(ctx.processing_time())?;
         let batch_size = ctx.info().batch_size;
-        while let Some((t, kg, key, w)) = self.timers.event_time.pop_due(watermark) {
+        while let Some((t, kg, key, w)) = self.timers.event_time.pop_due(watermark)? {
             self.on_timer(t, kg, key, w)?;
             if self.out.len() >= batch_size {
                 self.flush(out)?;
@@ -320,16 +322,16 @@ impl<K: StateKey, T: Data, C: Contents<K, T>> Operator for WindowOperator<K, T, 
 
     fn on_processing_time(&mut self, now: Timestamp, ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
         self.backend.as_mut().ok_or_else(not_open)?.set_processing_time(now)?;
-        while let Some((t, kg, key, w)) = self.timers.processing_time.pop_due(now) {
+        while let Some((t, kg, key, w)) = self.timers.processing_time.pop_due(now)? {
             self.on_timer(t, kg, key, w)?;
         }
-        self.arm_processing_timer(ctx);
+        self.arm_processing_timer(ctx)?;
         self.flush(out)
     }
 
     fn finish(&mut self, _ctx: &mut OperatorContext, out: &mut dyn Output) -> Result<()> {
         // The input ended: processing-time windows fire now rather than never.
-        while let Some((t, kg, key, w)) = self.timers.processing_time.pop_due(Timestamp::MAX) {
+        while let Some((t, kg, key, w)) = self.timers.processing_time.pop_due(Timestamp::MAX)? {
             self.on_timer(t, kg, key, w)?;
         }
         self.flush(out)
