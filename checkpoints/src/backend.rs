@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use crate::error::{Result, StateError};
 use crate::key_group::{KeyGroup, KeyGroupRange};
+use crate::map_table::MapTable;
 use crate::memory::{AnyTable, Table, NEVER};
 use crate::rocks::{read_native, DbDir, TimerColumn};
 use crate::snapshot::StateSnapshot;
@@ -45,6 +46,9 @@ fn scratch_dir() -> std::path::PathBuf {
 /// Prefix of the snapshot blobs of keyed states.
 const STATE_PREFIX: &str = "state/";
 
+/// A map state's table, the current time and the state's TTL (ms).
+type MapAccess<'a, K, N, UK, UV> = (&'a mut MapTable<K, N, UK, UV>, i64, Option<i64>);
+
 /// A state's table, the current time and the state's TTL (ms).
 type TableAccess<'a, K, N, S> = (&'a mut Table<K, N, S>, i64, Option<i64>);
 
@@ -80,7 +84,7 @@ pub struct KeyedStateBackend<K> {
     states: Vec<Registered>,
     /// Restored entries of states not registered yet, by state name: they are decoded when
     /// the state is registered and its types are known.
-    pending: HashMap<String, Vec<(KeyGroup, Vec<u8>)>>,
+    pending: HashMap<String, Vec<(KeyGroup, Vec<u8>, bool)>>,
     /// The RocksDB database, if the backend is RocksDB (its directory goes with it).
     db: Option<DbDir>,
     /// Column families of timer queues (flushed with the states at a snapshot).
@@ -199,7 +203,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
         for (kg, blobs) in snapshot.key_groups.range(self.range.start..self.range.end) {
             for (name, bytes) in blobs {
                 if let Some(state) = name.strip_prefix(STATE_PREFIX) {
-                    self.restore_blob(state, *kg, bytes.clone())?;
+                    self.restore_blob(state, *kg, bytes.clone(), false)?;
                 }
             }
         }
@@ -215,7 +219,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
                 None => scratch_dir(),
             };
             for (state, kg, blob) in read_native(native, &scratch, self.range)? {
-                self.restore_blob(&state, kg, blob)?;
+                self.restore_blob(&state, kg, blob, true)?;
             }
         }
         Ok(())
@@ -238,7 +242,12 @@ impl<K: StateKey> KeyedStateBackend<K> {
     /// of RocksDB snapshots (as `count (u64, little endian)` followed by each timer's key after
     /// its key-group bytes), for the queue to register.
     pub fn take_restored(&mut self, name: &str) -> Vec<(KeyGroup, Vec<u8>)> {
-        self.pending.remove(name).unwrap_or_default()
+        self.pending
+            .remove(name)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(kg, bytes, _)| (kg, bytes))
+            .collect()
     }
 
     /// Entries kept on the heap per state (and timers per queue) in front of RocksDB; `None`
@@ -250,31 +259,45 @@ impl<K: StateKey> KeyedStateBackend<K> {
         }
     }
 
-    fn restore_blob(&mut self, state: &str, kg: KeyGroup, bytes: Vec<u8>) -> Result<()> {
+    /// Restores a blob of heap format, or read out of a RocksDB snapshot (`native`).
+    fn restore_blob(&mut self, state: &str, kg: KeyGroup, bytes: Vec<u8>, native: bool) -> Result<()> {
         match self.states.iter_mut().find(|s| s.name == state) {
-            Some(s) => s.table.restore_group(kg, &bytes),
+            Some(s) => s.table.restore_group(kg, &bytes, native),
             None => {
-                self.pending.entry(state.to_string()).or_default().push((kg, bytes));
+                self.pending
+                    .entry(state.to_string())
+                    .or_default()
+                    .push((kg, bytes, native));
                 Ok(())
             }
         }
     }
 
     fn register<N: StateKey, S: StateData>(&mut self, name: &str, ttl: Option<StateTtl>) -> Result<usize> {
-        let type_id = TypeId::of::<Table<K, N, S>>();
+        self.register_with(name, ttl, |range, db| {
+            let store = db.map(|db| db.store(name)).transpose()?;
+            Ok(Table::<K, N, S>::new(range, store))
+        })
+    }
+
+    /// Registers state `name` whose table `make` builds (from the key-group range and the
+    /// database, if any), or finds it if it exists with the same table type.
+    fn register_with<T: AnyTable + 'static>(
+        &mut self,
+        name: &str,
+        ttl: Option<StateTtl>,
+        make: impl FnOnce(KeyGroupRange, Option<&DbDir>) -> Result<T>,
+    ) -> Result<usize> {
+        let type_id = TypeId::of::<T>();
         if let Some(i) = self.states.iter().position(|s| s.name == name) {
             if self.states[i].type_id != type_id {
                 return Err(StateError::TypeMismatch { name: name.to_string() });
             }
             return Ok(i);
         }
-        let store = match &self.db {
-            Some(db) => Some(db.store(name)?),
-            None => None,
-        };
-        let mut table = Table::<K, N, S>::new(self.range, store);
-        for (kg, bytes) in self.pending.remove(name).unwrap_or_default() {
-            table.restore_group(kg, &bytes)?;
+        let mut table = make(self.range, self.db.as_ref())?;
+        for (kg, bytes, native) in self.pending.remove(name).unwrap_or_default() {
+            table.restore_group(kg, &bytes, native)?;
         }
         self.states.push(Registered {
             name: name.to_string(),
@@ -286,6 +309,21 @@ impl<K: StateKey> KeyedStateBackend<K> {
             self.next_purge = self.next_purge.min(self.now.saturating_add(t.millis()));
         }
         Ok(self.states.len() - 1)
+    }
+
+    fn map_table<N: StateKey, UK: StateKey, UV: StateData>(
+        &mut self,
+        id: usize,
+    ) -> Result<MapAccess<'_, K, N, UK, UV>> {
+        let now = self.now;
+        let s = self.states.get_mut(id).ok_or(StateError::UnknownHandle(id))?;
+        let ttl = s.ttl.map(|t| t.millis());
+        let t = s
+            .table
+            .as_any_mut()
+            .downcast_mut::<MapTable<K, N, UK, UV>>()
+            .ok_or(StateError::UnknownHandle(id))?;
+        Ok((t, now, ttl))
     }
 
     fn table<N: StateKey, S: Send + 'static>(&mut self, id: usize) -> Result<TableAccess<'_, K, N, S>> {
@@ -337,9 +375,11 @@ impl<K: StateKey> KeyedStateBackend<K> {
         name: &str,
         ttl: Option<StateTtl>,
     ) -> Result<MapState<UK, UV, N>> {
-        Ok(MapState::new(
-            self.register::<N, hashbrown::HashMap<UK, UV>>(name, ttl)?,
-        ))
+        let id = self.register_with(name, ttl, |range, db| {
+            let store = db.map(|db| db.store(name)).transpose()?;
+            Ok(MapTable::<K, N, UK, UV>::new(range, store))
+        })?;
+        Ok(MapState::new(id))
     }
 
     /// Registers (or finds) a reducing state folding values with `reduce`.
@@ -468,7 +508,8 @@ impl<K: StateKey> KeyedStateBackend<K> {
 
     // ---- map ----
 
-    /// The value under user key `uk` in the map of `key` in `ns`.
+    /// The value under user key `uk` in the map of `key` in `ns` (with RocksDB, a point
+    /// lookup of that entry).
     pub fn map_get<UK: StateKey, UV: StateData, N: StateKey>(
         &mut self,
         h: &MapState<UK, UV, N>,
@@ -478,12 +519,17 @@ impl<K: StateKey> KeyedStateBackend<K> {
         uk: &UK,
     ) -> Result<Option<UV>> {
         self.check(kg)?;
-        let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now, false)?
-            .and_then(|e| e.value.get(uk).cloned()))
+        match self.map_table::<N, UK, UV>(h.id)? {
+            (MapTable::Heap(t), now, _) => Ok(t
+                .get_mut(kg, key, ns, now, false)?
+                .and_then(|e| e.value.get(uk).cloned())),
+            (MapTable::Rocks(m), now, _) => m.get(kg, key, ns, uk, now),
+        }
     }
 
-    /// Puts `uv` under `uk` in the map of `key` in `ns`.
+    /// Puts `uv` under `uk` in the map of `key` in `ns` (with RocksDB, a blind write of that
+    /// entry: the rest of the map is not read).
+    #[allow(clippy::too_many_arguments)]
     pub fn map_put<UK: StateKey, UV: StateData, N: StateKey>(
         &mut self,
         h: &MapState<UK, UV, N>,
@@ -494,10 +540,14 @@ impl<K: StateKey> KeyedStateBackend<K> {
         uv: UV,
     ) -> Result<()> {
         self.check(kg)?;
-        let (t, now, ttl) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        let e = t.get_or_insert_with(kg, key, ns, now, hashbrown::HashMap::new)?;
-        e.value.insert(uk, uv);
-        e.expires_at = expiry(now, ttl);
+        match self.map_table::<N, UK, UV>(h.id)? {
+            (MapTable::Heap(t), now, ttl) => {
+                let e = t.get_or_insert_with(kg, key, ns, now, hashbrown::HashMap::new)?;
+                e.value.insert(uk, uv);
+                e.expires_at = expiry(now, ttl);
+            }
+            (MapTable::Rocks(m), now, ttl) => m.put(kg, key, ns, uk, uv, expiry(now, ttl)),
+        }
         Ok(())
     }
 
@@ -511,18 +561,23 @@ impl<K: StateKey> KeyedStateBackend<K> {
         uk: &UK,
     ) -> Result<Option<UV>> {
         self.check(kg)?;
-        let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        let Some(e) = t.get_mut(kg, key, ns, now, true)? else {
-            return Ok(None);
-        };
-        let old = e.value.remove(uk);
-        if e.value.is_empty() {
-            t.remove(kg, key, ns, now)?;
+        match self.map_table::<N, UK, UV>(h.id)? {
+            (MapTable::Heap(t), now, _) => {
+                let Some(e) = t.get_mut(kg, key, ns, now, true)? else {
+                    return Ok(None);
+                };
+                let old = e.value.remove(uk);
+                if e.value.is_empty() {
+                    t.remove(kg, key, ns, now)?;
+                }
+                Ok(old)
+            }
+            (MapTable::Rocks(m), now, _) => m.remove(kg, key, ns, uk, now),
         }
-        Ok(old)
     }
 
-    /// All entries of the map of `key` in `ns`, in no particular order.
+    /// All entries of the map of `key` in `ns`, in no particular order (with RocksDB, one
+    /// prefix iteration, then served from the cache).
     pub fn map_entries<UK: StateKey, UV: StateData, N: StateKey>(
         &mut self,
         h: &MapState<UK, UV, N>,
@@ -531,10 +586,13 @@ impl<K: StateKey> KeyedStateBackend<K> {
         ns: &N,
     ) -> Result<Vec<(UK, UV)>> {
         self.check(kg)?;
-        let (t, now, _) = self.table::<N, hashbrown::HashMap<UK, UV>>(h.id)?;
-        Ok(t.get_mut(kg, key, ns, now, false)?
-            .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
-            .unwrap_or_default())
+        match self.map_table::<N, UK, UV>(h.id)? {
+            (MapTable::Heap(t), now, _) => Ok(t
+                .get_mut(kg, key, ns, now, false)?
+                .map(|e| e.value.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+                .unwrap_or_default()),
+            (MapTable::Rocks(m), now, _) => m.entries(kg, key, ns, now),
+        }
     }
 
     // ---- reducing ----
@@ -714,7 +772,11 @@ impl<K: StateKey> KeyedStateBackend<K> {
         key: &K,
         ns: &N,
     ) -> Result<()> {
-        self.clear_id::<N, hashbrown::HashMap<UK, UV>>(h.id, kg, key, ns)
+        self.check(kg)?;
+        match self.map_table::<N, UK, UV>(h.id)? {
+            (MapTable::Heap(t), now, _) => t.remove(kg, key, ns, now).map(drop),
+            (MapTable::Rocks(m), _, _) => m.clear(kg, key, ns),
+        }
     }
 
     /// Clears a reducing state for `key` in `ns`.

@@ -8,6 +8,7 @@
 mod backend;
 mod error;
 mod key_group;
+mod map_table;
 mod memory;
 mod objects;
 #[cfg(feature = "rocksdb")]

@@ -247,8 +247,9 @@ pub(crate) trait AnyTable: Send {
     fn flush(&mut self, max: usize, always: bool) -> Result<()>;
     /// The live entries of key group `kg`, encoded; `None` if there are none.
     fn snapshot_group(&mut self, kg: KeyGroup, now: i64) -> Result<Option<Vec<u8>>>;
-    /// Adds the entries of a blob made by `snapshot_group`.
-    fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()>;
+    /// Adds the entries of a blob made by `snapshot_group`, or read out of a RocksDB
+    /// snapshot (`native`; the same format for every state but maps).
+    fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8], native: bool) -> Result<()>;
 }
 
 impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
@@ -294,7 +295,7 @@ impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
         encode(&entries).map(Some)
     }
 
-    fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8]) -> Result<()> {
+    fn restore_group(&mut self, kg: KeyGroup, bytes: &[u8], _native: bool) -> Result<()> {
         let entries: Vec<(K, N, S, i64)> = decode(bytes)?;
         match &self.store {
             Some(store) => store.write(entries.iter().map(|(k, n, v, e)| (kg, k, n, Some((v, *e))))),

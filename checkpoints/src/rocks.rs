@@ -383,6 +383,35 @@ impl<K: Serialize + DeserializeOwned, N: Serialize + DeserializeOwned, S: Serial
     }
 }
 
+impl<K, N, UK, S> RocksStore<K, (N, UK), S>
+where
+    K: Serialize + DeserializeOwned,
+    N: Serialize + DeserializeOwned,
+    UK: Serialize + DeserializeOwned,
+    S: Serialize + DeserializeOwned,
+{
+    /// The stored entries of the map of `(key, ns)`: one prefix iteration over the keys
+    /// `key group | key | namespace | user key`.
+    pub(crate) fn scan_prefix(&self, kg: KeyGroup, key: &K, ns: &N) -> Result<Vec<(UK, S, i64)>> {
+        let prefix = key_bytes(kg, key, ns)?;
+        let cf = self.cf()?;
+        let mut out = Vec::new();
+        for item in self
+            .db
+            .iterator_cf(&cf, IteratorMode::From(&prefix, Direction::Forward))
+        {
+            let (k, v) = item.map_err(err)?;
+            if !k.starts_with(&prefix) {
+                break;
+            }
+            let uk: UK = decode(&k[prefix.len()..])?;
+            let (value, expires): (S, i64) = decode(&v)?;
+            out.push((uk, value, expires));
+        }
+        Ok(out)
+    }
+}
+
 /// The column family of one timer queue: keys `key group (2 bytes) | timestamp (8 bytes, big
 /// endian, sign bit flipped so that byte order is time order) | bincode(key, namespace)`, empty
 /// values. A key group's timers are one prefix range in time order, so the earliest timers of

@@ -76,6 +76,12 @@ impl<K, N, S> RocksStore<K, N, S> {
     }
 }
 
+impl<K, N, UK, S> RocksStore<K, (N, UK), S> {
+    pub(crate) fn scan_prefix(&self, _kg: KeyGroup, _key: &K, _ns: &N) -> Result<Vec<(UK, S, i64)>> {
+        match self.0 {}
+    }
+}
+
 /// Never constructed in this build.
 pub struct TimerColumn(Infallible);
 
