@@ -366,7 +366,16 @@ impl<K: StateKey> KeyedStateBackend<K> {
         name: &str,
         ttl: Option<StateTtl>,
     ) -> Result<ListState<V, N>> {
-        Ok(ListState::new(self.register::<N, Vec<V>>(name, ttl)?))
+        let id = self.register_with(name, ttl, |range, db| {
+            let store = db.map(|db| db.store(name)).transpose()?;
+            Ok(
+                Table::<K, N, Vec<V>>::new(range, store).appendable(|mut stored, mut appended| {
+                    stored.append(&mut appended);
+                    stored
+                }),
+            )
+        })?;
+        Ok(ListState::new(id))
     }
 
     /// Registers (or finds) a map state.
@@ -451,7 +460,9 @@ impl<K: StateKey> KeyedStateBackend<K> {
 
     // ---- list ----
 
-    /// Appends `v` to the list of `key` in `ns`; returns whether the list was new.
+    /// Appends `v` to the list of `key` in `ns`; returns whether the list was new (with
+    /// RocksDB: new in the cache — the append is a blind merge that does not read the stored
+    /// list, unless the state has a TTL).
     pub fn list_add<V: StateData, N: StateKey>(
         &mut self,
         h: &ListState<V, N>,
@@ -462,14 +473,7 @@ impl<K: StateKey> KeyedStateBackend<K> {
     ) -> Result<bool> {
         self.check(kg)?;
         let (t, now, ttl) = self.table::<N, Vec<V>>(h.id)?;
-        let mut created = false;
-        let e = t.get_or_insert_with(kg, key, ns, now, || {
-            created = true;
-            Vec::new()
-        })?;
-        e.value.push(v);
-        e.expires_at = expiry(now, ttl);
-        Ok(created)
+        t.append_blind(kg, key, ns, now, vec![v], expiry(now, ttl), ttl.is_some())
     }
 
     /// The list of `key` in `ns` (empty if none).

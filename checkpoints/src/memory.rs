@@ -5,7 +5,7 @@
 use std::any::Any;
 use std::hash::{Hash, Hasher};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::{Equivalent, HashMap, HashSet};
 
 use crate::error::Result;
 use crate::key_group::{KeyGroup, KeyGroupRange};
@@ -24,6 +24,9 @@ pub(crate) struct Entry<S> {
     dirty: bool,
     /// Read or written since the cache last evicted (second-chance eviction).
     used: bool,
+    /// Holds only what was appended blindly (the store may hold more before it): completed
+    /// with the stored part when read, written as a merge (append) rather than a put.
+    partial: bool,
 }
 
 /// Borrowed `(key, namespace)`, hashed exactly like the owned tuple so lookups need no clone.
@@ -42,13 +45,33 @@ impl<K: Eq, N: Eq> Equivalent<(K, N)> for Lookup<'_, K, N> {
     }
 }
 
+/// Borrowed `(key group, key, namespace)`, hashed like the owned tuple.
+struct Deleted<'a, K, N>(KeyGroup, &'a K, &'a N);
+
+impl<K: Hash, N: Hash> Hash for Deleted<'_, K, N> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+        self.1.hash(state);
+        self.2.hash(state);
+    }
+}
+
+impl<K: Eq, N: Eq> Equivalent<(KeyGroup, K, N)> for Deleted<'_, K, N> {
+    fn equivalent(&self, other: &(KeyGroup, K, N)) -> bool {
+        self.0 == other.0 && *self.1 == other.1 && *self.2 == other.2
+    }
+}
+
 /// The table of one state: `(key, namespace) -> S`, one map per key group of the range.
 pub(crate) struct Table<K, N, S> {
     range: KeyGroupRange,
     groups: Vec<HashMap<(K, N), Entry<S>>>,
     store: Option<RocksStore<K, N, S>>,
-    /// Entries removed from the cache that the store still has.
-    deleted: Vec<(KeyGroup, K, N)>,
+    /// Entries removed that the store may still have (until the next write): a read of
+    /// one of them must not bring it back from the store.
+    deleted: HashSet<(KeyGroup, K, N)>,
+    /// For list states: concatenates a stored value and one appended blindly after it.
+    append: Option<fn(S, S) -> S>,
 }
 
 impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
@@ -57,7 +80,73 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
             range,
             groups: (0..range.len()).map(|_| HashMap::new()).collect(),
             store,
-            deleted: Vec::new(),
+            deleted: HashSet::new(),
+            append: None,
+        }
+    }
+
+    /// A table whose values can be appended to without reading them first (list states):
+    /// `append` concatenates a stored value and what was appended after it, as the RocksDB
+    /// merge operator does with the stored bytes.
+    pub(crate) fn appendable(mut self, append: fn(S, S) -> S) -> Self {
+        self.append = Some(append);
+        self
+    }
+
+    /// Appends `value` to the entry of `(key, ns)` (created if absent), expiring at
+    /// `expires_at`; returns whether the entry was new in the cache. With a store and no TTL
+    /// the stored value is not read: the appended part is written as a merge.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn append_blind(
+        &mut self,
+        kg: KeyGroup,
+        key: &K,
+        ns: &N,
+        now: i64,
+        value: S,
+        expires_at: i64,
+        ttl: bool,
+    ) -> Result<bool>
+    where
+        S: Default,
+    {
+        let Some(append) = self.append else {
+            return Err(crate::error::StateError::Storage(
+                "append on a state that is not a list".into(),
+            ));
+        };
+        if self.store.is_none() || ttl {
+            // Read-modify-write: on the heap that is free; with a TTL an expired stored list
+            // must not come back to life under a merge.
+            let mut created = false;
+            let e = self.get_or_insert_with(kg, key, ns, now, || {
+                created = true;
+                S::default()
+            })?;
+            e.value = append(std::mem::take(&mut e.value), value);
+            e.expires_at = expires_at;
+            return Ok(created);
+        }
+        let group = self.group(kg);
+        match group.get_mut(&Lookup(key, ns)) {
+            Some(e) if e.expires_at > now => {
+                e.value = append(std::mem::take(&mut e.value), value);
+                e.expires_at = expires_at;
+                e.dirty = true;
+                e.used = true;
+                Ok(false)
+            }
+            _ => {
+                let entry = Entry {
+                    value,
+                    expires_at,
+                    dirty: true,
+                    used: true,
+                    partial: true,
+                };
+                group.insert((key.clone(), ns.clone()), entry);
+                Ok(true)
+            }
         }
     }
 
@@ -72,8 +161,27 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
             return Ok(());
         };
         let i = usize::from(kg.wrapping_sub(self.range.start));
-        if self.groups[i].contains_key(&Lookup(key, ns)) {
-            return Ok(());
+        match self.groups[i].get(&Lookup(key, ns)) {
+            Some(e) if e.partial => {
+                // Stored elements first (unless removed since), then those appended since.
+                let stored = if self.deleted.contains(&Deleted(kg, key, ns)) {
+                    None
+                } else {
+                    store.load(kg, key, ns)?
+                };
+                let Some((k, mut e)) = self.groups[i].remove_entry(&Lookup(key, ns)) else {
+                    return Ok(());
+                };
+                if let (Some((value, _)), Some(append)) = (stored, self.append) {
+                    e.value = append(value, e.value);
+                }
+                e.partial = false;
+                self.groups[i].insert(k, e);
+                return Ok(());
+            }
+            Some(_) => return Ok(()),
+            None if self.deleted.contains(&Deleted(kg, key, ns)) => return Ok(()),
+            None => {}
         }
         if let Some((value, expires_at)) = store.load(kg, key, ns)? {
             let entry = Entry {
@@ -81,6 +189,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
                 expires_at,
                 dirty: false,
                 used: false,
+                partial: false,
             };
             self.groups[i].insert((key.clone(), ns.clone()), entry);
         }
@@ -135,6 +244,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
                 expires_at: NEVER,
                 dirty: true,
                 used: true,
+                partial: false,
             };
             group.insert((key.clone(), ns.clone()), entry);
         }
@@ -152,6 +262,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
             expires_at,
             dirty: true,
             used: true,
+            partial: false,
         };
         let group = self.group(kg);
         match group.get_mut(&Lookup(key, ns)) {
@@ -168,7 +279,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
             return Ok(None);
         };
         if self.store.is_some() {
-            self.deleted.push((kg, key.clone(), ns.clone()));
+            self.deleted.insert((kg, key.clone(), ns.clone()));
         }
         Ok((e.expires_at > now).then_some(e.value))
     }
@@ -183,12 +294,23 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
         let range = self.range;
         let puts = self.groups.iter().enumerate().flat_map(|(i, g)| {
             g.iter()
-                .filter(|(_, e)| e.dirty)
+                .filter(|(_, e)| e.dirty && !e.partial)
                 .map(move |((k, n), e)| (range.start + i as KeyGroup, k, n, Some((&e.value, e.expires_at))))
         });
         let deletes = self.deleted.iter().map(|(kg, k, n)| (*kg, k, n, None));
         store.write(deletes.chain(puts))?;
+        let appended = self.groups.iter().enumerate().flat_map(|(i, g)| {
+            g.iter()
+                .filter(|(_, e)| e.dirty && e.partial)
+                .map(move |((k, n), e)| (range.start + i as KeyGroup, k, n, &e.value, e.expires_at))
+        });
+        store.merge(appended)?;
         self.deleted.clear();
+        // What was appended blindly is in the store now, after what it held: the cache
+        // cannot tell the whole value, so it forgets it.
+        for g in &mut self.groups {
+            g.retain(|_, e| !e.partial);
+        }
         let mut len: usize = self.groups.iter().map(|g| g.len()).sum();
         for g in &mut self.groups {
             g.values_mut().for_each(|e| e.dirty = false);
@@ -309,6 +431,7 @@ impl<K: StateKey, N: StateKey, S: StateData> AnyTable for Table<K, N, S> {
                             expires_at,
                             dirty: false,
                             used: false,
+                            partial: false,
                         },
                     );
                 }

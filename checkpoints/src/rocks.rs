@@ -42,7 +42,30 @@ fn options(cache: &Cache) -> Options {
     opts.set_block_based_table_factory(&table);
     opts.set_write_buffer_size(16 << 20);
     opts.set_max_background_jobs(2);
+    opts.set_merge_operator_associative("floe-list-append", list_append);
     opts
+}
+
+/// The merge operator of list states: a stored list is `bincode((Vec<V>, expiry))`, that is
+/// `count (u64 LE) | elements | expiry (i64 LE)`, and appending a list to it adds the counts,
+/// concatenates the elements and keeps the newer expiry, whatever `V` is, without decoding
+/// an element. So an append is a blind write (Flink appends to RocksDB lists the same way).
+fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOperands) -> Option<Vec<u8>> {
+    let parts: Vec<&[u8]> = existing.into_iter().chain(operands.iter()).collect();
+    let mut count: u64 = 0;
+    let mut out = vec![0u8; 8];
+    let mut expiry: &[u8] = &[];
+    for part in parts {
+        if part.len() < 16 {
+            return None; // not a list: RocksDB reports the corruption
+        }
+        count += u64::from_le_bytes(part[..8].try_into().ok()?);
+        out.extend_from_slice(&part[8..part.len() - 8]);
+        expiry = &part[part.len() - 8..];
+    }
+    out[..8].copy_from_slice(&count.to_le_bytes());
+    out.extend_from_slice(expiry);
+    Some(out)
 }
 
 fn io(context: String) -> impl FnOnce(std::io::Error) -> StateError {
@@ -356,6 +379,27 @@ impl<K: Serialize + DeserializeOwned, N: Serialize + DeserializeOwned, S: Serial
                 Some(v) => batch.put_cf(&cf, k, encode(&v)?),
                 None => batch.delete_cf(&cf, k),
             }
+        }
+        let mut wo = WriteOptions::default();
+        wo.disable_wal(true);
+        self.db.write_opt(batch, &wo).map_err(err)
+    }
+
+    /// Appends each given list to the stored one (RocksDB merges, without reading), in one
+    /// batch without the WAL.
+    pub(crate) fn merge<'a>(&self, appends: impl Iterator<Item = (KeyGroup, &'a K, &'a N, &'a S, i64)>) -> Result<()>
+    where
+        K: 'a,
+        N: 'a,
+        S: 'a,
+    {
+        let cf = self.cf()?;
+        let mut batch = WriteBatch::default();
+        for (kg, key, ns, value, expires) in appends {
+            batch.merge_cf(&cf, key_bytes(kg, key, ns)?, encode(&(value, expires))?);
+        }
+        if batch.is_empty() {
+            return Ok(());
         }
         let mut wo = WriteOptions::default();
         wo.disable_wal(true);

@@ -74,6 +74,15 @@ impl<K, N, S> RocksStore<K, N, S> {
     pub(crate) fn scan_group(&self, _kg: KeyGroup) -> Result<Vec<(K, N, S, i64)>> {
         match self.0 {}
     }
+
+    pub(crate) fn merge<'a>(&self, _appends: impl Iterator<Item = (KeyGroup, &'a K, &'a N, &'a S, i64)>) -> Result<()>
+    where
+        K: 'a,
+        N: 'a,
+        S: 'a,
+    {
+        match self.0 {}
+    }
 }
 
 impl<K, N, UK, S> RocksStore<K, (N, UK), S> {

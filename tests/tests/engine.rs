@@ -313,20 +313,21 @@ fn chaining_off_gives_the_same_results() {
 fn processing_time_windows_fire_while_the_job_runs() {
     let env = Env::local(2);
     let windows = env
-        .generate_with_rate(Some(600), 3_000.0, |i| i)
+        .generate_with_rate(Some(600), 1_500.0, |i| i)
         .key_by(|i| i % 3)
         .window(TumblingProcessingTimeWindows::of(Duration::from_millis(50)))
         .aggregate(Count)
         .collect();
     env.execute("processing-time").unwrap();
     let windows = windows.take();
-    // 600 records at 3,000/s take at least 200 ms: they span at least four 50 ms windows.
+    // 600 records at 1,500/s take at least 400 ms: they span eight 50 ms windows, and at
+    // least three even if a loaded machine starves the window task for a while.
     assert_eq!(
         windows.iter().map(|w| w.value).sum::<u64>(),
         600,
         "every record counted once"
     );
     let starts: std::collections::BTreeSet<i64> = windows.iter().map(|w| w.window.start).collect();
-    assert!(starts.len() >= 4, "windows: {starts:?}");
+    assert!(starts.len() >= 3, "windows: {starts:?}");
     assert!(windows.iter().all(|w| w.window.end - w.window.start == 50));
 }
