@@ -1,1 +1,0 @@
-//! The Kafka source (being written).
