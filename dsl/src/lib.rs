@@ -27,6 +27,7 @@
 mod builder;
 mod env;
 mod error;
+mod kafka_io;
 mod keyed;
 mod options;
 mod stream;
@@ -37,6 +38,10 @@ pub use error::{DslError, Result};
 pub use keyed::{KeyedStream, WindowedStream};
 pub use options::{EnvOptions, JobConfig};
 pub use stream::{Sink, Stream};
+
+/// Kafka connectors (source, sink, dead letters, configuration), for [`Env::read_kafka`] and
+/// [`Stream::write_kafka`].
+pub use floe_operators::kafka;
 
 /// Everything a job usually needs, in one import.
 pub mod prelude {

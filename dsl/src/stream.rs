@@ -131,6 +131,11 @@ impl<T: Data> Stream<T> {
         Rc::as_ptr(&self.b) as *const () as usize
     }
 
+    /// The parallelism of the operator this stream comes out of (sinks take it by default).
+    pub(crate) fn upstream_parallelism(&self) -> usize {
+        self.b.borrow().parallelism(self.node)
+    }
+
     pub(crate) fn set_errors_tag(&self, tag: Arc<AtomicU64>) {
         ERROR_TAGS.with(|t| t.borrow_mut().insert((self.builder_id(), self.node), tag));
     }
@@ -156,7 +161,7 @@ impl<T: Data> Stream<T> {
         self.add_operator(name, p, Ship::Auto, None, f)
     }
 
-    fn sink(&self, name: &str, parallelism: usize, f: OperatorFactory) -> Sink {
+    pub(crate) fn sink(&self, name: &str, parallelism: usize, f: OperatorFactory) -> Sink {
         let s: Stream<()> = self.add_operator(name, parallelism, Ship::Auto, None, f);
         Sink {
             b: self.b.clone(),
@@ -277,7 +282,17 @@ impl<T: Data> Stream<T> {
     /// assert_eq!((bad[0].line, bad[0].raw.as_str()), (2, "two"));
     /// ```
     pub fn bad_records(&self) -> Stream<BadRecord> {
-        let tag: OutputTag<BadRecord> = OutputTag::new("bad-records");
+        self.error_output(
+            "bad-records",
+            "bad_records() is only available directly on a file source (read_json_lines, read_csv)",
+        )
+    }
+
+    /// The side output on which this stream's source sets aside what it could not read
+    /// (allocated on first use, read by the source's factory when the job starts); `misuse`
+    /// is the job's error if this stream is not such a source.
+    pub(crate) fn error_output<E: Data>(&self, name: &str, misuse: &str) -> Stream<E> {
+        let tag: OutputTag<E> = OutputTag::new(name);
         let slot = ERROR_TAGS.with(|t| t.borrow().get(&(self.builder_id(), self.node)).cloned());
         match slot {
             Some(s) if self.slot == OutputSlot::Main => {
@@ -292,10 +307,7 @@ impl<T: Data> Stream<T> {
                 }
                 s.store(tag.id(), Ordering::SeqCst);
             }
-            _ => self
-                .b
-                .borrow_mut()
-                .error("bad_records() is only available directly on a file source (read_json_lines, read_csv)".into()),
+            _ => self.b.borrow_mut().error(misuse.into()),
         }
         self.side_output(&tag)
     }
