@@ -4,36 +4,14 @@
 
 use std::collections::BTreeMap;
 
-use floe_checkpoints::{
-    assign_key_group, CheckpointStorage, KeyGroupRange, KeyedStateBackend, Manifest, StateBackendKind, StateSnapshot,
-    StateTtl,
-};
+mod common;
+
+use common::kinds;
+use floe_checkpoints::{assign_key_group, KeyGroupRange, KeyedStateBackend, StateBackendKind, StateSnapshot, StateTtl};
 use proptest::prelude::*;
 
-fn kinds() -> Vec<&'static str> {
-    if cfg!(feature = "rocksdb") {
-        vec!["memory", "rocksdb", "rocksdb-tiny-cache"]
-    } else {
-        vec!["memory"]
-    }
-}
-
 fn kind(name: &str, dir: &std::path::Path) -> StateBackendKind {
-    static N: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let dir = dir.join(format!("db-{}", N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
-    match name {
-        "memory" => StateBackendKind::Memory,
-        "rocksdb" => StateBackendKind::RocksDb {
-            dir,
-            cache_entries: 100_000,
-            block_cache_bytes: 1 << 20,
-        },
-        _ => StateBackendKind::RocksDb {
-            dir,
-            cache_entries: 2,
-            block_cache_bytes: 1 << 20,
-        },
-    }
+    common::kind(name, dir, 2)
 }
 
 fn kg(key: u8) -> u16 {
@@ -110,8 +88,7 @@ fn appended_lists_restore_at_any_parallelism_and_across_backends() {
     let keys: Vec<u8> = (0..30).collect();
     let expected = |k: u8| -> Vec<u32> { (0..u32::from(k % 5) * 7 + 3).map(|i| i * 100 + u32::from(k)).collect() };
     for from in kinds() {
-        let storage = CheckpointStorage::new(tmp.path().join(format!("chk-{from}")), 3).unwrap();
-        let mut files = Vec::new();
+        let mut written = Vec::new();
         for sub in 0..2 {
             let range = KeyGroupRange::for_subtask(128, 2, sub);
             let mut b: KeyedStateBackend<u8> = KeyedStateBackend::new(kind(from, tmp.path()), 128, range).unwrap();
@@ -128,19 +105,9 @@ fn appended_lists_restore_at_any_parallelism_and_across_backends() {
             }
             let mut s = StateSnapshot::default();
             b.snapshot(&mut s).unwrap();
-            files.push(storage.write_state(1, 0, sub, &s).unwrap());
+            written.push(s);
         }
-        storage
-            .complete(&Manifest {
-                job: "lists".into(),
-                checkpoint_id: 1,
-                timestamp: 0,
-                is_savepoint: false,
-                parallelism: vec![2],
-                files,
-            })
-            .unwrap();
-        let snapshots = storage.latest().unwrap().unwrap().node_snapshots(0);
+        let snapshots = common::checkpoint(&tmp.path().join(format!("chk-{from}")), "lists", &written);
         for to in kinds() {
             for p in [1, 2, 3] {
                 let mut restored = 0;
