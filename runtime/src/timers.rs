@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use floe_checkpoints::{decode, encode, KeyGroup, KeyedStateBackend, StateError, StateKey, StateSnapshot, TimerColumn};
-use hashbrown::{HashMap, HashSet};
+use hashbrown::HashMap;
 use serde::Serialize;
 
 use crate::element::Timestamp;
@@ -122,10 +122,14 @@ impl Spill {
     }
 }
 
+/// A cached timer's key group, and whether RocksDB holds it (or will at the next write).
+type Persisted = (KeyGroup, bool);
+
 /// Timers of one time domain.
 pub struct TimerStore<K, N> {
     queue: BTreeMap<Timestamp, VecDeque<(KeyGroup, K, N)>>,
-    registered: HashSet<(Timestamp, K, N)>,
+    /// The cached timers, with whether RocksDB holds them (or will at the next write).
+    registered: HashMap<(Timestamp, K, N), Persisted>,
     spill: Option<Spill>,
     generation: u64,
     error: Option<String>,
@@ -144,7 +148,7 @@ impl<K, N> Default for TimerStore<K, N> {
     fn default() -> Self {
         TimerStore {
             queue: BTreeMap::new(),
-            registered: HashSet::new(),
+            registered: HashMap::new(),
             spill: None,
             generation: 0,
             error: None,
@@ -158,7 +162,11 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
     /// it again is harmless, it still fires once).
     pub fn register(&mut self, ts: Timestamp, kg: KeyGroup, key: &K, ns: &N) -> bool {
         let Some(spill) = &mut self.spill else {
-            if !self.registered.insert((ts, key.clone(), ns.clone())) {
+            if self
+                .registered
+                .insert((ts, key.clone(), ns.clone()), (kg, false))
+                .is_some()
+            {
                 return false;
             }
             self.queue
@@ -168,23 +176,24 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
             self.generation += 1;
             return true;
         };
-        if !spill.encode(kg, ts, key, ns) {
-            self.error = Some(format!("timer key of {key:?} cannot be serialized"));
-            return false;
-        }
         if ts < spill.boundary {
-            if !self.registered.insert((ts, key.clone(), ns.clone())) {
+            // Cached only: written at the next write-out, if it has not fired by then.
+            if self.registered.contains_key(&(ts, key.clone(), ns.clone())) {
                 return false;
             }
+            self.registered.insert((ts, key.clone(), ns.clone()), (kg, false));
             self.queue
                 .entry(ts)
                 .or_default()
                 .push_back((kg, key.clone(), ns.clone()));
-            spill.put(true);
             if self.registered.len() > spill.limit {
                 self.shrink_cache();
             }
         } else {
+            if !spill.encode(kg, ts, key, ns) {
+                self.error = Some(format!("timer key of {key:?} cannot be serialized"));
+                return false;
+            }
             if !spill.put(false) {
                 return false;
             }
@@ -199,18 +208,25 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
     pub fn delete(&mut self, ts: Timestamp, kg: KeyGroup, key: &K, ns: &N) -> bool {
         // The queue entry is dropped lazily when its time comes.
         let Some(spill) = &mut self.spill else {
-            let existed = self.registered.remove(&(ts, key.clone(), ns.clone()));
+            let existed = self.registered.remove(&(ts, key.clone(), ns.clone())).is_some();
             self.generation += u64::from(existed);
             return existed;
         };
-        if !spill.encode(kg, ts, key, ns) {
-            self.error = Some(format!("timer key of {key:?} cannot be serialized"));
-            return false;
+        let persisted = if ts < spill.boundary {
+            match self.registered.remove(&(ts, key.clone(), ns.clone())) {
+                None => return false,
+                Some((_, persisted)) => persisted,
+            }
+        } else {
+            true
+        };
+        if persisted {
+            if !spill.encode(kg, ts, key, ns) {
+                self.error = Some(format!("timer key of {key:?} cannot be serialized"));
+                return false;
+            }
+            spill.delete();
         }
-        if ts < spill.boundary && !self.registered.remove(&(ts, key.clone(), ns.clone())) {
-            return false;
-        }
-        spill.delete();
         self.generation += 1;
         true
     }
@@ -219,8 +235,8 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
     pub fn pop_due(&mut self, upto: Timestamp) -> crate::Result<Option<(Timestamp, KeyGroup, K, N)>> {
         self.check()?;
         loop {
-            if let Some((ts, kg, k, n)) = self.pop_cached(upto) {
-                if let Some(spill) = &mut self.spill {
+            if let Some((ts, kg, k, n, persisted)) = self.pop_cached(upto) {
+                if let (Some(spill), true) = (&mut self.spill, persisted) {
                     spill.encode(kg, ts, &k, &n);
                     spill.delete();
                 }
@@ -235,7 +251,7 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
         }
     }
 
-    fn pop_cached(&mut self, upto: Timestamp) -> Option<(Timestamp, KeyGroup, K, N)> {
+    fn pop_cached(&mut self, upto: Timestamp) -> Option<(Timestamp, KeyGroup, K, N, bool)> {
         loop {
             let mut entry = self.queue.first_entry()?;
             let ts = *entry.key();
@@ -251,8 +267,8 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
             if list.is_empty() {
                 entry.remove();
             }
-            if self.registered.remove(&(ts, k.clone(), n.clone())) {
-                return Some((ts, kg, k, n));
+            if let Some((_, persisted)) = self.registered.remove(&(ts, k.clone(), n.clone())) {
+                return Some((ts, kg, k, n, persisted));
             }
         }
     }
@@ -276,7 +292,7 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
             let (ts, list) = self.queue.first_key_value()?;
             if list
                 .iter()
-                .any(|(_, k, n)| self.registered.contains(&(*ts, k.clone(), n.clone())))
+                .any(|(_, k, n)| self.registered.contains_key(&(*ts, k.clone(), n.clone())))
             {
                 return Some(*ts);
             }
@@ -312,6 +328,23 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
         Ok(())
     }
 
+    /// Writes the cached timers RocksDB does not hold yet and the pending changes, in one
+    /// batch.
+    fn write_out(&mut self) -> crate::Result<()> {
+        let Some(spill) = &mut self.spill else { return Ok(()) };
+        for ((ts, k, n), (kg, persisted)) in self.registered.iter_mut() {
+            if !*persisted {
+                if !spill.encode(*kg, *ts, k, n) {
+                    return Err(StateError::Serialization(format!("timer key of {k:?} cannot be serialized")).into());
+                }
+                spill.put(true);
+                *persisted = true;
+            }
+        }
+        spill.flush()?;
+        Ok(())
+    }
+
     fn check(&mut self) -> crate::Result<()> {
         match self.error.take() {
             Some(e) => Err(StateError::Serialization(e).into()),
@@ -327,7 +360,14 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
         while self.registered.len() > keep {
             let Some((ts, list)) = self.queue.pop_last() else { break };
             for (kg, k, n) in list {
-                if self.registered.remove(&(ts, k, n)) {
+                if let Some((_, persisted)) = self.registered.remove(&(ts, k.clone(), n.clone())) {
+                    if !persisted {
+                        // Leaving the cache before it was written: write it now.
+                        if !spill.encode(kg, ts, &k, &n) {
+                            self.error = Some(format!("timer key of {k:?} cannot be serialized"));
+                        }
+                        spill.put(true);
+                    }
                     spill.lower_head(kg, ts);
                 }
             }
@@ -338,8 +378,8 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
     /// Moves the earliest timers at or after the boundary from RocksDB into the cache (about
     /// a quarter of its bound) and advances the boundary past them.
     fn refill(&mut self) -> crate::Result<()> {
+        self.write_out()?;
         let Some(spill) = &mut self.spill else { return Ok(()) };
-        spill.flush()?;
         let target = (spill.limit / 4).max(1);
         let mut heads: Vec<(Timestamp, KeyGroup)> = spill.heads.iter().map(|(kg, h)| (*h, *kg)).collect();
         heads.sort_unstable();
@@ -390,7 +430,7 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
                 continue;
             }
             let (k, n): (K, N) = bincode::deserialize(&bytes).map_err(|_| corrupt("key in RocksDB"))?;
-            if self.registered.insert((ts, k.clone(), n.clone())) {
+            if self.registered.insert((ts, k.clone(), n.clone()), (kg, true)).is_none() {
                 self.queue.entry(ts).or_default().push_back((kg, k, n));
             }
         }
@@ -457,14 +497,13 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
     /// (taken next) holds them.
     pub fn snapshot_into(&mut self, name: &str, snapshot: &mut StateSnapshot) -> crate::Result<()> {
         self.check()?;
-        if let Some(spill) = &mut self.spill {
-            spill.flush()?;
-            return Ok(());
+        if self.spill.is_some() {
+            return self.write_out();
         }
         let mut groups: BTreeMap<KeyGroup, Vec<(Timestamp, &K, &N)>> = BTreeMap::new();
         for (ts, list) in &self.queue {
             for (kg, k, n) in list {
-                if self.registered.contains(&(*ts, k.clone(), n.clone())) {
+                if self.registered.contains_key(&(*ts, k.clone(), n.clone())) {
                     groups.entry(*kg).or_default().push((*ts, k, n));
                 }
             }
