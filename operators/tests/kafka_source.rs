@@ -18,8 +18,7 @@ use floe_operators::kafka::source::{
 use floe_operators::kafka::testing::{block_on, TestBroker};
 use floe_operators::kafka::DeadLetter;
 use floe_runtime::{
-    downcast_batch, Batch, CheckpointBarrier, OperatorContext, Output, Record, Result, SourceFunction, SourceStatus,
-    SystemClock, TaskInfo, Timestamp,
+    downcast_batch, CheckpointBarrier, OperatorContext, Record, SourceFunction, SourceStatus, SystemClock, TaskInfo,
 };
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
@@ -32,32 +31,7 @@ use serde::Deserialize;
 const DEADLINE: Duration = Duration::from_secs(60);
 
 /// Everything a source emitted.
-#[derive(Default)]
-struct Collected {
-    main: Vec<Batch>,
-    side: Vec<(u64, Batch)>,
-    watermarks: Vec<Timestamp>,
-    idle: usize,
-}
-
-impl Output for Collected {
-    fn emit(&mut self, batch: Batch) -> Result<()> {
-        self.main.push(batch);
-        Ok(())
-    }
-    fn emit_side(&mut self, tag: u64, batch: Batch) -> Result<()> {
-        self.side.push((tag, batch));
-        Ok(())
-    }
-    fn emit_watermark(&mut self, watermark: Timestamp) -> Result<()> {
-        self.watermarks.push(watermark);
-        Ok(())
-    }
-    fn emit_idle(&mut self) -> Result<()> {
-        self.idle += 1;
-        Ok(())
-    }
-}
+type Collected = floe_runtime::harness::CollectedOutput;
 
 /// One source subtask, driven by hand, with what it emitted so far (typed).
 struct Sub<T: Clone + Send + 'static> {

@@ -9,13 +9,17 @@ use crate::error::Result;
 use crate::operator::{Operator, OperatorContext, Output, TaskInfo};
 use crate::time::ManualClock;
 
-/// Everything an operator emitted.
+/// Everything an operator (or a source driven by hand) emitted.
 #[derive(Default)]
 pub struct CollectedOutput {
-    main: Vec<Batch>,
-    side: Vec<(u64, Batch)>,
-    watermarks: Vec<Timestamp>,
-    idle: usize,
+    /// Batches of the main output.
+    pub main: Vec<Batch>,
+    /// Batches of side outputs, with their tags.
+    pub side: Vec<(u64, Batch)>,
+    /// Watermarks, in order.
+    pub watermarks: Vec<Timestamp>,
+    /// How often the output was declared idle.
+    pub idle: usize,
 }
 
 impl Output for CollectedOutput {
