@@ -315,25 +315,22 @@ impl<K: StateKey> KeyedStateBackend<K> {
         &mut self,
         id: usize,
     ) -> Result<MapAccess<'_, K, N, UK, UV>> {
-        let now = self.now;
-        let s = self.states.get_mut(id).ok_or(StateError::UnknownHandle(id))?;
-        let ttl = s.ttl.map(|t| t.millis());
-        let t = s
-            .table
-            .as_any_mut()
-            .downcast_mut::<MapTable<K, N, UK, UV>>()
-            .ok_or(StateError::UnknownHandle(id))?;
-        Ok((t, now, ttl))
+        self.access::<MapTable<K, N, UK, UV>>(id)
     }
 
     fn table<N: StateKey, S: Send + 'static>(&mut self, id: usize) -> Result<TableAccess<'_, K, N, S>> {
+        self.access::<Table<K, N, S>>(id)
+    }
+
+    /// The table of state `id` as a `T`, the current time and the state's TTL (ms).
+    fn access<T: 'static>(&mut self, id: usize) -> Result<(&mut T, i64, Option<i64>)> {
         let now = self.now;
         let s = self.states.get_mut(id).ok_or(StateError::UnknownHandle(id))?;
         let ttl = s.ttl.map(|t| t.millis());
         let t = s
             .table
             .as_any_mut()
-            .downcast_mut::<Table<K, N, S>>()
+            .downcast_mut::<T>()
             .ok_or(StateError::UnknownHandle(id))?;
         Ok((t, now, ttl))
     }

@@ -6,13 +6,12 @@
 //! and is written in batches like every other state.
 
 use std::any::Any;
-use std::hash::{Hash, Hasher};
 
-use hashbrown::{Equivalent, HashMap};
+use hashbrown::HashMap;
 
 use crate::error::Result;
 use crate::key_group::{KeyGroup, KeyGroupRange};
-use crate::memory::{AnyTable, Table};
+use crate::memory::{AnyTable, GroupLookup, Table};
 use crate::rocks::RocksStore;
 use crate::snapshot::decode;
 use crate::state::{StateData, StateKey};
@@ -44,23 +43,6 @@ impl<UK, UV> Default for CachedMap<UK, UV> {
     }
 }
 
-/// Borrowed `(key group, key, namespace)`, hashed like the owned tuple.
-struct Lookup<'a, K, N>(KeyGroup, &'a K, &'a N);
-
-impl<K: Hash, N: Hash> Hash for Lookup<'_, K, N> {
-    fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
-        self.1.hash(state);
-        self.2.hash(state);
-    }
-}
-
-impl<K: Eq, N: Eq> Equivalent<(KeyGroup, K, N)> for Lookup<'_, K, N> {
-    fn equivalent(&self, other: &(KeyGroup, K, N)) -> bool {
-        self.0 == other.0 && *self.1 == other.1 && *self.2 == other.2
-    }
-}
-
 /// A change to write: the entry's key group, key, namespace and user key, and its value
 /// and expiry (`None`: delete it).
 type Change<'a, K, N, UK, UV> = (KeyGroup, &'a K, (N, UK), Option<(&'a UV, i64)>);
@@ -75,7 +57,7 @@ pub(crate) struct RocksMap<K, N, UK, UV> {
 impl<K: StateKey, N: StateKey, UK: StateKey, UV: StateData> RocksMap<K, N, UK, UV> {
     fn map(&mut self, kg: KeyGroup, key: &K, ns: &N) -> &mut CachedMap<UK, UV> {
         // Look up by reference first: the key is cloned only for a map not cached yet.
-        let lookup = Lookup(kg, key, ns);
+        let lookup = GroupLookup(kg, key, ns);
         if !self.cache.contains_key(&lookup) {
             self.cache.insert((kg, key.clone(), ns.clone()), CachedMap::default());
         }

@@ -46,9 +46,9 @@ impl<K: Eq, N: Eq> Equivalent<(K, N)> for Lookup<'_, K, N> {
 }
 
 /// Borrowed `(key group, key, namespace)`, hashed like the owned tuple.
-struct Deleted<'a, K, N>(KeyGroup, &'a K, &'a N);
+pub(crate) struct GroupLookup<'a, K, N>(pub(crate) KeyGroup, pub(crate) &'a K, pub(crate) &'a N);
 
-impl<K: Hash, N: Hash> Hash for Deleted<'_, K, N> {
+impl<K: Hash, N: Hash> Hash for GroupLookup<'_, K, N> {
     fn hash<H: Hasher>(&self, state: &mut H) {
         self.0.hash(state);
         self.1.hash(state);
@@ -56,7 +56,7 @@ impl<K: Hash, N: Hash> Hash for Deleted<'_, K, N> {
     }
 }
 
-impl<K: Eq, N: Eq> Equivalent<(KeyGroup, K, N)> for Deleted<'_, K, N> {
+impl<K: Eq, N: Eq> Equivalent<(KeyGroup, K, N)> for GroupLookup<'_, K, N> {
     fn equivalent(&self, other: &(KeyGroup, K, N)) -> bool {
         self.0 == other.0 && *self.1 == other.1 && *self.2 == other.2
     }
@@ -164,7 +164,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
         match self.groups[i].get(&Lookup(key, ns)) {
             Some(e) if e.partial => {
                 // Stored elements first (unless removed since), then those appended since.
-                let stored = if self.deleted.contains(&Deleted(kg, key, ns)) {
+                let stored = if self.deleted.contains(&GroupLookup(kg, key, ns)) {
                     None
                 } else {
                     store.load(kg, key, ns)?
@@ -180,7 +180,7 @@ impl<K: StateKey, N: StateKey, S: StateData> Table<K, N, S> {
                 return Ok(());
             }
             Some(_) => return Ok(()),
-            None if self.deleted.contains(&Deleted(kg, key, ns)) => return Ok(()),
+            None if self.deleted.contains(&GroupLookup(kg, key, ns)) => return Ok(()),
             None => {}
         }
         if let Some((value, expires_at)) = store.load(kg, key, ns)? {

@@ -68,6 +68,16 @@ fn list_append(_key: &[u8], existing: Option<&[u8]>, operands: &rocksdb::MergeOp
     Some(out)
 }
 
+/// Writes `batch` without the WAL: checkpoints are the durability.
+fn write_unlogged(db: &Db, batch: WriteBatch) -> Result<()> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let mut wo = WriteOptions::default();
+    wo.disable_wal(true);
+    db.write_opt(batch, &wo).map_err(err)
+}
+
 fn io(context: String) -> impl FnOnce(std::io::Error) -> StateError {
     move |e| StateError::Storage(format!("{context}: {e}"))
 }
@@ -380,9 +390,7 @@ impl<K: Serialize + DeserializeOwned, N: Serialize + DeserializeOwned, S: Serial
                 None => batch.delete_cf(&cf, k),
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo).map_err(err)
+        write_unlogged(&self.db, batch)
     }
 
     /// Appends each given list to the stored one (RocksDB merges, without reading), in one
@@ -398,32 +406,32 @@ impl<K: Serialize + DeserializeOwned, N: Serialize + DeserializeOwned, S: Serial
         for (kg, key, ns, value, expires) in appends {
             batch.merge_cf(&cf, key_bytes(kg, key, ns)?, encode(&(value, expires))?);
         }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo).map_err(err)
+        write_unlogged(&self.db, batch)
     }
 
     /// Every stored entry of key group `kg`.
     pub(crate) fn scan_group(&self, kg: KeyGroup) -> Result<Vec<(K, N, S, i64)>> {
-        let prefix = kg.to_be_bytes();
-        let cf = self.cf()?;
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(&cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
+        self.scan(&kg.to_be_bytes(), |k, v| {
+            let (key, ns): (K, N) = decode(&k[2..])?;
+            let (value, expires): (S, i64) = decode(v)?;
+            out.push((key, ns, value, expires));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Visits every stored entry whose key starts with `prefix`, in key order.
+    fn scan(&self, prefix: &[u8], mut visit: impl FnMut(&[u8], &[u8]) -> Result<()>) -> Result<()> {
+        let cf = self.cf()?;
+        for item in self.db.iterator_cf(&cf, IteratorMode::From(prefix, Direction::Forward)) {
             let (k, v) = item.map_err(err)?;
-            if !k.starts_with(&prefix) {
+            if !k.starts_with(prefix) {
                 break;
             }
-            let (key, ns): (K, N) = decode(&k[2..])?;
-            let (value, expires): (S, i64) = decode(&v)?;
-            out.push((key, ns, value, expires));
+            visit(&k, &v)?;
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -438,20 +446,13 @@ where
     /// `key group | key | namespace | user key`.
     pub(crate) fn scan_prefix(&self, kg: KeyGroup, key: &K, ns: &N) -> Result<Vec<(UK, S, i64)>> {
         let prefix = key_bytes(kg, key, ns)?;
-        let cf = self.cf()?;
         let mut out = Vec::new();
-        for item in self
-            .db
-            .iterator_cf(&cf, IteratorMode::From(&prefix, Direction::Forward))
-        {
-            let (k, v) = item.map_err(err)?;
-            if !k.starts_with(&prefix) {
-                break;
-            }
+        self.scan(&prefix, |k, v| {
             let uk: UK = decode(&k[prefix.len()..])?;
-            let (value, expires): (S, i64) = decode(&v)?;
+            let (value, expires): (S, i64) = decode(v)?;
             out.push((uk, value, expires));
-        }
+            Ok(())
+        })?;
         Ok(out)
     }
 }
@@ -484,9 +485,7 @@ impl TimerColumn {
                 batch.delete_cf(&cf, key);
             }
         }
-        let mut wo = WriteOptions::default();
-        wo.disable_wal(true);
-        self.db.write_opt(batch, &wo).map_err(err)
+        write_unlogged(&self.db, batch)
     }
 
     /// Visits the timers of key group `kg` from the one at or after `from` (the 8 timestamp

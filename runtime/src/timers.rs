@@ -178,10 +178,12 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
         };
         if ts < spill.boundary {
             // Cached only: written at the next write-out, if it has not fired by then.
-            if self.registered.contains_key(&(ts, key.clone(), ns.clone())) {
-                return false;
+            match self.registered.entry((ts, key.clone(), ns.clone())) {
+                hashbrown::hash_map::Entry::Occupied(_) => return false,
+                hashbrown::hash_map::Entry::Vacant(v) => {
+                    v.insert((kg, false));
+                }
             }
-            self.registered.insert((ts, key.clone(), ns.clone()), (kg, false));
             self.queue
                 .entry(ts)
                 .or_default()
