@@ -31,12 +31,17 @@ impl AttemptDir {
         let io = |what: &str, p: &Path, e: std::io::Error| {
             RuntimeError::external(format!("{what} state directory {}", p.display()), e)
         };
-        fs::create_dir_all(&path).map_err(|e| io("creating", &path, e))?;
-        let lock_path = path.join(LOCK);
+        // Made and locked under a name the sweep of a run starting at the same time skips,
+        // then renamed: a visible directory is always locked by its run (the lock, an open
+        // file, moves with it).
+        let staging = state_dir.join(format!(".{job}-{attempt:x}.new"));
+        fs::create_dir_all(&staging).map_err(|e| io("creating", &staging, e))?;
+        let lock_path = staging.join(LOCK);
         let lock = File::create(&lock_path).map_err(|e| io("creating", &lock_path, e))?;
         lock.try_lock().map_err(|e| {
             RuntimeError::Internal(format!("locking {}: {e} (is the run id reused?)", lock_path.display()))
         })?;
+        fs::rename(&staging, &path).map_err(|e| io("naming", &path, e))?;
         sweep(state_dir, job, &path);
         Ok(AttemptDir { path, _lock: lock })
     }
