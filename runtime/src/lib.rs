@@ -18,6 +18,7 @@ mod error;
 mod executor;
 mod graph;
 pub mod harness;
+pub mod metrics;
 mod operator;
 mod route;
 mod state_dir;

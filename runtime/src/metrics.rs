@@ -1,0 +1,304 @@
+//! Metrics: named counters and gauges with labels, registered in one process-wide registry
+//! and rendered in the Prometheus text format.
+//!
+//! A metric is an atomic behind an `Arc`: operators keep their handle and update it without
+//! a lock or a lookup; the registry only holds the handles to list them. Registering the same
+//! name and labels twice returns the same handle, so every copy of an operator (one per
+//! subtask, or a source cloned per subtask) can share one count.
+//!
+//! ```
+//! use floe_runtime::metrics::Registry;
+//! let registry = Registry::new();
+//! let dead = registry.counter("floe_dead_letters_total", "Records set aside", &[("source", "payments")]);
+//! dead.add(2);
+//! registry.counter("floe_dead_letters_total", "Records set aside", &[("source", "payments")]).inc();
+//! assert_eq!(dead.get(), 3);
+//! let text = registry.render_prometheus();
+//! assert!(text.contains("floe_dead_letters_total{source=\"payments\"} 3"));
+//! ```
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+/// A count that only goes up (records, dead letters, failures).
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU64>);
+
+impl Counter {
+    /// Adds one.
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    /// The atomic behind this counter (for code that shares a plain `Arc<AtomicU64>`).
+    pub fn atomic(&self) -> Arc<AtomicU64> {
+        self.0.clone()
+    }
+}
+
+/// A value that goes up and down (lag, queue length, last checkpoint id).
+#[derive(Clone, Debug, Default)]
+pub struct Gauge(Arc<AtomicI64>);
+
+impl Gauge {
+    /// Sets the value.
+    pub fn set(&self, v: i64) {
+        self.0.store(v, Ordering::Relaxed);
+    }
+
+    /// Adds `d` (negative to subtract).
+    pub fn add(&self, d: i64) {
+        self.0.fetch_add(d, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> i64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Clone, Debug)]
+enum Handle {
+    Counter(Counter),
+    Gauge(Gauge),
+}
+
+impl Handle {
+    fn value(&self) -> i128 {
+        match self {
+            Handle::Counter(c) => i128::from(c.get()),
+            Handle::Gauge(g) => i128::from(g.get()),
+        }
+    }
+}
+
+/// The labels of one metric, sorted by name.
+type Labels = Vec<(String, String)>;
+
+#[derive(Debug, Default)]
+struct Family {
+    help: String,
+    series: BTreeMap<Labels, Handle>,
+}
+
+/// One metric value, as listed by [`Registry::snapshot`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Sample {
+    /// The metric's name.
+    pub name: String,
+    /// Its labels, sorted by name.
+    pub labels: Vec<(String, String)>,
+    /// Its value.
+    pub value: i128,
+}
+
+/// A set of metrics; [`Registry::global`] is the process's.
+#[derive(Clone, Debug, Default)]
+pub struct Registry {
+    families: Arc<Mutex<BTreeMap<String, Family>>>,
+}
+
+impl Registry {
+    /// An empty registry (tests; jobs use [`Registry::global`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The process-wide registry that operators register in.
+    pub fn global() -> &'static Registry {
+        static GLOBAL: OnceLock<Registry> = OnceLock::new();
+        GLOBAL.get_or_init(Registry::new)
+    }
+
+    /// The counter `name` with `labels`, created at zero on first use.
+    ///
+    /// # Panics
+    /// If `name` is already registered as a gauge (a programming error, not input).
+    pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Counter {
+        match self.handle(name, help, labels, || Handle::Counter(Counter::default())) {
+            Handle::Counter(c) => c,
+            Handle::Gauge(_) => panic!("metric {name} is a gauge, not a counter"),
+        }
+    }
+
+    /// The gauge `name` with `labels`, created at zero on first use.
+    ///
+    /// # Panics
+    /// If `name` is already registered as a counter (a programming error, not input).
+    pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
+        match self.handle(name, help, labels, || Handle::Gauge(Gauge::default())) {
+            Handle::Gauge(g) => g,
+            Handle::Counter(_) => panic!("metric {name} is a counter, not a gauge"),
+        }
+    }
+
+    /// Lists `counter` (a handle an operator already has) as `name` with `labels`, in place
+    /// of any series of the same name and labels (a job run again in the same process
+    /// reports its own count).
+    pub fn register_counter(&self, name: &str, help: &str, labels: &[(&str, &str)], counter: &Counter) {
+        self.insert(name, help, labels, Handle::Counter(counter.clone()));
+    }
+
+    fn insert(&self, name: &str, help: &str, labels: &[(&str, &str)], handle: Handle) {
+        let labels = sorted(labels);
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(name.to_string()).or_insert_with(|| Family {
+            help: help.to_string(),
+            series: BTreeMap::new(),
+        });
+        family.series.insert(labels, handle);
+    }
+
+    fn handle(&self, name: &str, help: &str, labels: &[(&str, &str)], new: impl FnOnce() -> Handle) -> Handle {
+        let labels = sorted(labels);
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let family = families.entry(name.to_string()).or_insert_with(|| Family {
+            help: help.to_string(),
+            series: BTreeMap::new(),
+        });
+        family.series.entry(labels).or_insert_with(new).clone()
+    }
+
+    /// Every metric's current value, sorted by name then labels.
+    pub fn snapshot(&self) -> Vec<Sample> {
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        families
+            .iter()
+            .flat_map(|(name, f)| {
+                f.series.iter().map(move |(labels, h)| Sample {
+                    name: name.clone(),
+                    labels: labels.clone(),
+                    value: h.value(),
+                })
+            })
+            .collect()
+    }
+
+    /// The sum of metric `name` over the series whose labels include all of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> i128 {
+        self.snapshot()
+            .into_iter()
+            .filter(|s| s.name == name)
+            .filter(|s| {
+                labels
+                    .iter()
+                    .all(|(k, v)| s.labels.iter().any(|(lk, lv)| lk == k && lv == v))
+            })
+            .map(|s| s.value)
+            .sum()
+    }
+
+    /// Every metric in the Prometheus text exposition format (version 0.0.4).
+    pub fn render_prometheus(&self) -> String {
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut out = String::new();
+        for (name, f) in families.iter() {
+            let kind = match f.series.values().next() {
+                Some(Handle::Counter(_)) => "counter",
+                Some(Handle::Gauge(_)) => "gauge",
+                None => continue,
+            };
+            let _ = writeln!(out, "# HELP {name} {}", escape(&f.help, false));
+            let _ = writeln!(out, "# TYPE {name} {kind}");
+            for (labels, h) in &f.series {
+                out.push_str(name);
+                if !labels.is_empty() {
+                    out.push('{');
+                    for (i, (k, v)) in labels.iter().enumerate() {
+                        if i > 0 {
+                            out.push(',');
+                        }
+                        let _ = write!(out, "{k}=\"{}\"", escape(v, true));
+                    }
+                    out.push('}');
+                }
+                let _ = writeln!(out, " {}", h.value());
+            }
+        }
+        out
+    }
+}
+
+fn sorted(labels: &[(&str, &str)]) -> Labels {
+    let mut labels: Labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    labels.sort();
+    labels
+}
+
+/// Escapes a HELP text (backslash, newline) or a label value (also double quotes).
+fn escape(s: &str, quotes: bool) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '"' if quotes => out.push_str("\\\""),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_name_and_labels_share_one_handle_whatever_the_label_order() {
+        let r = Registry::new();
+        let a = r.counter("c", "h", &[("x", "1"), ("y", "2")]);
+        let b = r.counter("c", "h", &[("y", "2"), ("x", "1")]);
+        a.inc();
+        b.add(4);
+        assert_eq!(a.get(), 5);
+        let other = r.counter("c", "h", &[("x", "2")]);
+        other.inc();
+        assert_eq!(r.sum("c", &[]), 6);
+        assert_eq!(r.sum("c", &[("x", "1")]), 5);
+        assert_eq!(r.snapshot().len(), 2);
+        let replacement = Counter::default();
+        r.register_counter("c", "h", &[("x", "2")], &replacement);
+        other.inc();
+        replacement.add(10);
+        assert_eq!(
+            r.sum("c", &[("x", "2")]),
+            10,
+            "the registered handle replaced the old one"
+        );
+    }
+
+    #[test]
+    fn prometheus_text_has_help_type_and_escaped_labels() {
+        let r = Registry::new();
+        r.gauge("lag", "Records behind\nthe end", &[("topic", "a\"b\\c")])
+            .set(-3);
+        r.counter("n", "N", &[]).add(7);
+        let text = r.render_prometheus();
+        assert!(
+            text.contains("# HELP lag Records behind\\nthe end\n# TYPE lag gauge\n"),
+            "{text}"
+        );
+        assert!(text.contains("lag{topic=\"a\\\"b\\\\c\"} -3\n"), "{text}");
+        assert!(text.contains("# TYPE n counter\nn 7\n"), "{text}");
+    }
+
+    #[test]
+    #[should_panic(expected = "is a gauge")]
+    fn a_name_keeps_its_kind() {
+        let r = Registry::new();
+        r.gauge("m", "", &[]);
+        r.counter("m", "", &[]);
+    }
+}
