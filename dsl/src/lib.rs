@@ -42,6 +42,8 @@ pub use stream::{Sink, Stream};
 /// Kafka connectors (source, sink, dead letters, configuration), for [`Env::read_kafka`] and
 /// [`Stream::write_kafka`].
 pub use floe_operators::kafka;
+/// Counters and gauges, and the process-wide registry they are listed in.
+pub use floe_runtime::metrics;
 
 /// Everything a job usually needs, in one import.
 pub mod prelude {

@@ -136,6 +136,11 @@ impl<T: Data> Stream<T> {
         self.b.borrow().parallelism(self.node)
     }
 
+    /// The index of the operator this stream comes out of, in the job graph.
+    pub(crate) fn node_index(&self) -> usize {
+        self.node
+    }
+
     pub(crate) fn set_errors_tag(&self, tag: Arc<AtomicU64>) {
         ERROR_TAGS.with(|t| t.borrow_mut().insert((self.builder_id(), self.node), tag));
     }
@@ -156,7 +161,7 @@ impl<T: Data> Stream<T> {
         Stream::new(self.b.clone(), node)
     }
 
-    fn one_to_one<O: Data>(&self, name: &str, f: OperatorFactory) -> Stream<O> {
+    pub(crate) fn one_to_one<O: Data>(&self, name: &str, f: OperatorFactory) -> Stream<O> {
         let p = self.b.borrow().config.parallelism;
         self.add_operator(name, p, Ship::Auto, None, f)
     }

@@ -621,7 +621,7 @@ fn records_that_do_not_deserialize_become_dead_letters() {
     assert!(dead[0].value.error.contains("JSON"), "{}", dead[0].value.error);
     assert!(dead[3].value.error.contains("tombstone"), "{}", dead[3].value.error);
     assert_eq!(dead[5].value.payload.as_ref().map(Vec::len), Some(1_000_002));
-    assert_eq!(counter.load(std::sync::atomic::Ordering::Relaxed), 6);
+    assert_eq!(counter.get(), 6);
     assert_eq!(s[0].source.dead_letters(), 6);
 
     // Without a side output they are only counted (and logged); the job goes on.

@@ -4,9 +4,15 @@
 
 pub mod config;
 pub mod dead_letter;
+mod rate_limit;
 pub mod sink;
 pub mod source;
 pub mod testing;
+pub mod try_map;
 
 pub use config::KafkaConfig;
 pub use dead_letter::DeadLetter;
+
+/// Name of the dead-letter counters in the metrics registry (label `operator`): records that
+/// did not deserialize or that a user function rejected.
+pub const DEAD_LETTERS_METRIC: &str = "floe_dead_letters_total";

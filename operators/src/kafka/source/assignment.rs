@@ -14,28 +14,7 @@ use super::builder::Settings;
 use super::client::{self, SourceConsumer, EARLIEST, LATEST};
 use super::partitions::{assigned_subtask, Begin, OffsetReset, Position, StartPosition};
 use super::watermarks::PartitionWatermarks;
-use super::WARN_EVERY;
-
-/// Counts warnings of one kind and lets one through per [`WARN_EVERY`].
-#[derive(Default)]
-pub(super) struct RateLimit {
-    last: Option<Instant>,
-    suppressed: u64,
-}
-
-impl RateLimit {
-    /// `Some(n)` when a warning may be logged now (`n` were suppressed since the last).
-    pub(super) fn check(&mut self) -> Option<u64> {
-        let now = Instant::now();
-        if self.last.is_none_or(|l| now.duration_since(l) >= WARN_EVERY) {
-            self.last = Some(now);
-            Some(std::mem::take(&mut self.suppressed))
-        } else {
-            self.suppressed += 1;
-            None
-        }
-    }
-}
+use crate::kafka::rate_limit::RateLimit;
 
 /// How a partition's start offset is found.
 #[derive(Clone, Copy)]

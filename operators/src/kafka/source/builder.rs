@@ -1,9 +1,9 @@
 //! The builder of [`KafkaSource`]: settings with defaults, checked once in `build`.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
+use floe_runtime::metrics::Counter;
 use floe_runtime::{Data, Result, RuntimeError, Timestamp};
 use regex::Regex;
 
@@ -236,7 +236,7 @@ impl<T: Data> KafkaSourceBuilder<T> {
                 request_timeout: self.request_timeout,
             }),
             dead_letter_tag: self.dead_letter_tag,
-            dead_letters: Arc::new(AtomicU64::new(0)),
+            dead_letters: Counter::default(),
             run: None,
         })
     }

@@ -160,6 +160,33 @@ impl<'a> KafkaMessage<'a> {
 pub trait Deserializer<T>: Send + Sync + 'static {
     /// The value of `message`, or the reason it has none (which goes into the dead letter).
     fn deserialize(&self, message: &KafkaMessage<'_>) -> Result<T, String>;
+
+    /// Passes each value read to `then`, a user function that validates or converts it: an
+    /// `Err(reason)` makes the record a dead letter (error `rejected: <reason>`) with its
+    /// original bytes and origin, exactly like a record that does not deserialize.
+    ///
+    /// ```
+    /// use floe_operators::kafka::source::{Deserializer, Json, KafkaMessage};
+    /// #[derive(serde::Deserialize, Debug, PartialEq)]
+    /// struct Payment { amount: i64 }
+    /// let positive = Json::<Payment>::new()
+    ///     .and_then(|p: Payment| if p.amount > 0 { Ok(p) } else { Err(format!("amount {} is not positive", p.amount)) });
+    /// let ok = KafkaMessage::new("t", 0, 0, None, None, Some(br#"{"amount":5}"#));
+    /// assert_eq!(positive.deserialize(&ok), Ok(Payment { amount: 5 }));
+    /// let bad = KafkaMessage::new("t", 0, 1, None, None, Some(br#"{"amount":-5}"#));
+    /// assert_eq!(positive.deserialize(&bad), Err("rejected: amount -5 is not positive".into()));
+    /// ```
+    fn and_then<U, F>(self, then: F) -> AndThen<Self, F, T>
+    where
+        Self: Sized,
+        F: Fn(T) -> Result<U, String> + Send + Sync + 'static,
+    {
+        AndThen {
+            inner: self,
+            then,
+            _t: PhantomData,
+        }
+    }
 }
 
 impl<T, F> Deserializer<T> for F
@@ -168,6 +195,35 @@ where
 {
     fn deserialize(&self, message: &KafkaMessage<'_>) -> Result<T, String> {
         self(message)
+    }
+}
+
+/// Checks or converts what a deserializer read: [`Deserializer::and_then`] builds it.
+pub struct AndThen<D, F, T> {
+    inner: D,
+    then: F,
+    _t: PhantomData<fn() -> T>,
+}
+
+impl<D: Clone, F: Clone, T> Clone for AndThen<D, F, T> {
+    fn clone(&self) -> Self {
+        AndThen {
+            inner: self.inner.clone(),
+            then: self.then.clone(),
+            _t: PhantomData,
+        }
+    }
+}
+
+impl<T, U, D, F> Deserializer<U> for AndThen<D, F, T>
+where
+    T: 'static,
+    D: Deserializer<T>,
+    F: Fn(T) -> Result<U, String> + Send + Sync + 'static,
+{
+    fn deserialize(&self, message: &KafkaMessage<'_>) -> Result<U, String> {
+        let value = self.inner.deserialize(message)?;
+        (self.then)(value).map_err(|reason| format!("rejected: {reason}"))
     }
 }
 

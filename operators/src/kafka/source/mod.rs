@@ -26,11 +26,11 @@ mod deser;
 mod partitions;
 mod watermarks;
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use floe_checkpoints::StateSnapshot;
+use floe_runtime::metrics::Counter;
 use floe_runtime::{
     CheckpointBarrier, Data, OperatorContext, Output, Record, Result, RuntimeError, SourceFunction, SourceStatus,
     NO_TIMESTAMP,
@@ -40,22 +40,21 @@ use rdkafka::error::KafkaError;
 use rdkafka::Offset;
 use tracing::{info, warn};
 
-use self::assignment::{RateLimit, Running};
+use self::assignment::Running;
 use self::builder::Settings;
 use self::partitions::{decode_item, encode_item, Position};
 use self::watermarks::{PartitionWatermarks, WatermarkEmit};
+use crate::kafka::rate_limit::RateLimit;
 use crate::kafka::DeadLetter;
 
 pub use self::builder::{KafkaSourceBuilder, TimestampsFrom};
-pub use self::deser::{Bytes, Deserializer, Envelope, Json, KafkaMessage, Utf8, WithMetadata};
+pub use self::deser::{AndThen, Bytes, Deserializer, Envelope, Json, KafkaMessage, Utf8, WithMetadata};
 pub use self::partitions::{assigned_subtask, OffsetReset, StartPosition};
 
 /// How long `poll_batch` asks to wait when no record is there.
 const POLL_IDLE: Duration = Duration::from_millis(10);
 /// Completed-checkpoint offsets kept for committing (older ones are dropped).
 const MAX_PENDING_COMMITS: usize = 16;
-/// At most one warning of each kind per this long (the rest are counted).
-const WARN_EVERY: Duration = Duration::from_secs(10);
 
 /// Reads Kafka topics into records of `T`; see the [module docs](self).
 ///
@@ -87,7 +86,7 @@ pub struct KafkaSource<T> {
     settings: Arc<Settings<T>>,
     /// Side output of dead letters (the builder's, or set per copy by the DSL).
     dead_letter_tag: Option<u64>,
-    dead_letters: Arc<AtomicU64>,
+    dead_letters: Counter,
     run: Option<Running>,
 }
 
@@ -121,13 +120,16 @@ impl<T> KafkaSource<T> {
         }
     }
 
-    /// Records that failed to deserialize so far, over this source and its clones.
+    /// Records set aside so far (they did not deserialize, or the deserializer rejected
+    /// them), over this source and its clones.
     pub fn dead_letters(&self) -> u64 {
-        self.dead_letters.load(Ordering::Relaxed)
+        self.dead_letters.get()
     }
 
-    /// The counter behind [`dead_letters`](Self::dead_letters), to read while the job runs.
-    pub fn dead_letter_counter(&self) -> Arc<AtomicU64> {
+    /// The counter behind [`dead_letters`](Self::dead_letters), to read while the job runs
+    /// or to list in a [`Registry`](floe_runtime::metrics::Registry) (the DSL lists it in the
+    /// global one as `floe_dead_letters_total`).
+    pub fn dead_letter_counter(&self) -> Counter {
         self.dead_letters.clone()
     }
 
@@ -151,7 +153,7 @@ impl<T: Data> KafkaSource<T> {
         error: String,
         dead: &mut Vec<Record<DeadLetter>>,
     ) {
-        self.dead_letters.fetch_add(1, Ordering::Relaxed);
+        self.dead_letters.inc();
         if self.dead_letter_tag.is_some() {
             dead.push(Record::new(
                 DeadLetter {
@@ -172,7 +174,7 @@ impl<T: Data> KafkaSource<T> {
                 offset = m.offset(),
                 %error,
                 suppressed,
-                total = self.dead_letters.load(Ordering::Relaxed),
+                total = self.dead_letters.get(),
                 "Kafka source: record skipped: it does not deserialize (set .dead_letters(tag) to keep such records)"
             );
         }
@@ -422,8 +424,8 @@ mod tests {
             .build()
             .unwrap();
         let b = a.clone();
-        a.dead_letters.fetch_add(2, Ordering::Relaxed);
+        a.dead_letters.add(2);
         assert_eq!(b.dead_letters(), 2);
-        assert_eq!(a.dead_letter_counter().load(Ordering::Relaxed), 2);
+        assert_eq!(a.dead_letter_counter().get(), 2);
     }
 }
