@@ -13,11 +13,11 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::{read_all, send};
 use floe_dsl::kafka::testing::TestBroker;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::producer::{BaseProducer, Producer};
 
 const KEYS: u64 = 50;
 const VALID: u64 = 40_000;
@@ -74,78 +74,6 @@ fn produce(brokers: String) -> Vec<Vec<u8>> {
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     bad
-}
-
-fn send(producer: &BaseProducer, key: &str, payload: &[u8]) {
-    let mut record = BaseRecord::to("events").key(key).payload(payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return,
-            Err((_, r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-/// A record read back: its headers, key and payload.
-type Read = (BTreeMap<String, String>, Vec<u8>, Vec<u8>);
-
-/// The key of the record this test appends to every partition to know where it ends (the
-/// test broker's high watermarks are not reliable).
-const END: &str = "__end_of_test__";
-
-/// Every record of `topic`, as (headers, key, payload), up to an end marker this appends to
-/// each partition now.
-fn read_all(broker: &TestBroker, topic: &str) -> Vec<Read> {
-    let consumer: BaseConsumer = broker
-        .config()
-        .client_config(&[("group.id", "crash-test-reader"), ("enable.auto.commit", "false")])
-        .create()
-        .unwrap();
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let producer: BaseProducer = broker.config().client_config(&[]).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut open = BTreeSet::new();
-    for p in meta.topics()[0].partitions() {
-        producer
-            .send(BaseRecord::to(topic).partition(p.id()).key(END).payload(END))
-            .unwrap();
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
-        open.insert(p.id());
-    }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !open.is_empty() {
-        assert!(Instant::now() < deadline, "could not read {topic} to its end");
-        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let m = m.unwrap();
-        if m.key() == Some(END.as_bytes()) {
-            open.remove(&m.partition());
-            continue;
-        }
-        let mut headers = BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for h in h.iter() {
-                let v = h
-                    .value
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
-                headers.insert(h.key.to_string(), v);
-            }
-        }
-        out.push((
-            headers,
-            m.key().unwrap_or_default().to_vec(),
-            m.payload().unwrap_or_default().to_vec(),
-        ));
-    }
-    out
 }
 
 /// The records of `topic` counted once per exactly-once stamp.

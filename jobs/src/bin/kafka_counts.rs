@@ -3,7 +3,8 @@
 //!
 //! Input records are JSON `{"key": "...", "seq": N}`; for each, the job writes
 //! `{"key", "seq", "count"}` (the key's count so far) to the output topic, keyed by `key`.
-//! Records that are not such JSON go to the dead-letter topic with their origin.
+//! Records that are not such JSON, or whose key is empty (rejected by a check the job runs
+//! on each event), go to the dead-letter topic with their origin.
 //!
 //! ```text
 //! kafka-counts --brokers 127.0.0.1:9092 --input events --output counts \
@@ -12,8 +13,10 @@
 
 use clap::{Parser, ValueEnum};
 use floe_dsl::kafka::sink::{Delivery, Json as JsonOut, KafkaSink};
-use floe_dsl::kafka::source::{Json, KafkaSource, StartPosition};
+use floe_dsl::kafka::source::{Deserializer, Json, KafkaSource, StartPosition};
 use floe_dsl::kafka::KafkaConfig;
+use floe_dsl::kafka::DEAD_LETTERS_METRIC;
+use floe_dsl::metrics::Registry;
 use floe_dsl::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -75,6 +78,14 @@ struct Counted {
     count: u64,
 }
 
+/// The job's check of each event: a user function whose rejections become dead letters.
+fn valid(e: Event) -> Result<Event, String> {
+    if e.key.is_empty() {
+        return Err("the key is empty".into());
+    }
+    Ok(e)
+}
+
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging();
@@ -89,7 +100,7 @@ fn main() -> anyhow::Result<()> {
     };
     let mut source = KafkaSource::builder(kafka.clone())
         .topic(&args.input)
-        .deserializer(Json::<Event>::new())
+        .deserializer(Json::<Event>::new().and_then(valid))
         .group_id(&args.group)
         .start(StartPosition::Earliest);
     if args.bounded {
@@ -122,10 +133,11 @@ fn main() -> anyhow::Result<()> {
         );
     let result = env.execute("kafka-counts")?;
     println!(
-        "kafka-counts: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}",
+        "kafka-counts: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; dead letters {}",
         result.duration.as_secs_f64(),
         result.restored_from,
-        result.last_checkpoint
+        result.last_checkpoint,
+        Registry::global().sum(DEAD_LETTERS_METRIC, &[])
     );
     Ok(())
 }
