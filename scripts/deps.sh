@@ -26,6 +26,20 @@ if ! has_libclang; then
   fi
 fi
 
+# librdkafka is built with TLS (and SASL/SCRAM) against the system's OpenSSL.
+if ! pkg-config --exists openssl 2>/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing libssl-dev and pkg-config (librdkafka's TLS)" >&2
+    apt-get install -y -qq libssl-dev pkg-config >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq libssl-dev pkg-config >/dev/null; }
+  else
+    echo "missing: OpenSSL headers — install them (Debian: sudo apt-get install libssl-dev pkg-config) and run again" >&2
+    exit 1
+  fi
+fi
+# The TLS test puts a TLS proxy (python3's ssl module) with a certificate made by openssl in
+# front of the test broker.
+need python3 "install Python 3 (Debian: apt-get install python3)"
+need openssl "install the openssl command (Debian: apt-get install openssl)"
 
 # The Kafka-protocol broker the integration tests start on 127.0.0.1 (tansu).
 "$(dirname "$0")/tansu.sh" >/dev/null

@@ -47,20 +47,102 @@ fn free_port() -> io::Result<u16> {
 pub struct TestBroker {
     child: Child,
     port: u16,
+    tls: Option<TlsProxy>,
+}
+
+/// The TLS front of a [`TestBroker::start_tls`] broker.
+struct TlsProxy {
+    child: Child,
+    port: u16,
+    /// Holds the certificate and key; removed on drop.
+    dir: PathBuf,
+}
+
+impl Drop for TlsProxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 impl TestBroker {
     /// Starts a broker with in-memory storage on a free loopback port and waits until it
     /// accepts connections.
     pub fn start() -> io::Result<TestBroker> {
+        Self::start_advertising(None)
+    }
+
+    /// Starts a broker that clients reach over TLS only: tansu itself speaks plaintext, so
+    /// a TLS-terminating proxy (`scripts/tls-proxy.py`, Python's `ssl` module) listens on
+    /// another loopback port with a fresh self-signed certificate for 127.0.0.1 (made with
+    /// the `openssl` command), and the broker advertises the proxy's port. [`config`]
+    /// (Self::config) sets `security.protocol=SSL` and the certificate as the trusted CA.
+    pub fn start_tls() -> io::Result<TestBroker> {
+        let tls_port = free_port()?;
+        let mut broker = Self::start_advertising(Some(tls_port))?;
+        let dir = std::env::temp_dir().join(format!("floe-tls-{}-{tls_port}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+        let out = Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
+            .args(["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"])
+            .arg("-keyout")
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert)
+            .output()
+            .map_err(|e| io::Error::other(format!("running openssl (install it: apt-get install openssl): {e}")))?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "openssl could not make a test certificate: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/tls-proxy.py");
+        let mut child = Command::new("python3")
+            .arg(&script)
+            .arg(&cert)
+            .arg(&key)
+            .arg(tls_port.to_string())
+            .arg(broker.port.to_string())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| io::Error::other(format!("starting {} with python3: {e}", script.display())))?;
+        let mut line = String::new();
+        if let Some(out) = child.stdout.take() {
+            io::BufRead::read_line(&mut io::BufReader::new(out), &mut line)?;
+        }
+        broker.tls = Some(TlsProxy {
+            child,
+            port: tls_port,
+            dir,
+        });
+        if line.trim() != "ready" {
+            return Err(io::Error::other("the TLS proxy of the test broker did not start"));
+        }
+        Ok(broker)
+    }
+
+    /// Starts tansu on a free port, advertising `advertised` (another port) if given.
+    fn start_advertising(advertised: Option<u16>) -> io::Result<TestBroker> {
         let tansu = tansu_path()?;
         let mut last = None;
         // A port found free can be taken before the broker binds it: try a few.
         for _ in 0..5 {
             let port = free_port()?;
             let url = format!("tcp://127.0.0.1:{port}");
+            let advertised = format!("tcp://127.0.0.1:{}", advertised.unwrap_or(port));
             let child = Command::new(&tansu)
-                .args(["broker", "--listener-url", &url, "--advertised-listener-url", &url])
+                .args([
+                    "broker",
+                    "--listener-url",
+                    &url,
+                    "--advertised-listener-url",
+                    &advertised,
+                ])
                 .args(["--storage-engine", "memory://tansu/"])
                 .env("RUST_LOG", "error")
                 .stdin(Stdio::null())
@@ -68,7 +150,7 @@ impl TestBroker {
                 .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| io::Error::other(format!("starting {}: {e}", tansu.display())))?;
-            let mut broker = TestBroker { child, port };
+            let mut broker = TestBroker { child, port, tls: None };
             match broker.wait_ready(Duration::from_secs(10)) {
                 Ok(()) => return Ok(broker),
                 Err(e) => last = Some(e),
@@ -94,14 +176,25 @@ impl TestBroker {
         }
     }
 
-    /// The bootstrap servers (`127.0.0.1:PORT`).
+    /// The bootstrap servers (`127.0.0.1:PORT`; the TLS port for a TLS broker).
     pub fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.tls.as_ref().map_or(self.port, |t| t.port))
     }
 
-    /// A client configuration for this broker.
+    /// A client configuration for this broker (with TLS settings for a TLS broker).
     pub fn config(&self) -> KafkaConfig {
-        KafkaConfig::new(self.brokers())
+        let config = KafkaConfig::new(self.brokers());
+        match &self.tls {
+            None => config,
+            Some(t) => config
+                .set("security.protocol", "SSL")
+                .set("ssl.ca.location", t.dir.join("cert.pem").to_string_lossy()),
+        }
+    }
+
+    /// The certificate a TLS broker presents (to trust it as a CA), if it is one.
+    pub fn tls_certificate(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|t| t.dir.join("cert.pem"))
     }
 
     /// Creates `topic` with `partitions` partitions.
@@ -111,6 +204,7 @@ impl TestBroker {
 
     /// Kills the broker now (as SIGKILL).
     pub fn kill(&mut self) {
+        self.tls = None;
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
