@@ -42,6 +42,12 @@ pub struct PaymentProfile {
     pub max_disorder_ms: i64,
     /// Seed of the generator.
     pub seed: u64,
+    /// Share of payments, 0..=1, made by card testers: in each block of
+    /// [`attack_block`](Self::attack_block) consecutive payments one user is the attacker,
+    /// and these payments are theirs, nine in ten failing (what the fraud rule looks for).
+    pub attack_share: f64,
+    /// Payments per attack block.
+    pub attack_block: u64,
 }
 
 impl Default for PaymentProfile {
@@ -53,6 +59,8 @@ impl Default for PaymentProfile {
             gap_ms: 5,
             max_disorder_ms: 2_000,
             seed: 7,
+            attack_share: 0.0,
+            attack_block: 2_000,
         }
     }
 }
@@ -83,10 +91,18 @@ impl PaymentProfile {
         } else {
             0
         };
-        let fail = ((r >> 8) & 0xffff) as f64 / 65_536.0 < self.fail_ratio;
+        let mut fail = ((r >> 8) & 0xffff) as f64 / 65_536.0 < self.fail_ratio;
+        let mut user = r % users;
+        if self.attack_share > 0.0 {
+            let a = mix(r);
+            if (a & 0xffff) as f64 / 65_536.0 < self.attack_share {
+                user = mix(self.seed ^ 0xa77a_c4e5 ^ mix(i / self.attack_block.max(1))) % users;
+                fail = !(a >> 16).is_multiple_of(10);
+            }
+        }
         Payment {
             event_id: i,
-            user_id: (r % users) as u32,
+            user_id: user as u32,
             status: if fail { Status::Fail } else { Status::Ok },
             amount: ((r >> 24) % 50_000) as f64 / 100.0,
             ts: self.start_ts + i as i64 * self.gap_ms - disorder,

@@ -1,0 +1,118 @@
+//! The fraud rule of the flagship job, and a direct implementation of it to test against.
+//!
+//! The rule: per user, order the user's FAIL payments by event time (ties by event id);
+//! five consecutive ones (OK payments in between do not matter) whose first and last
+//! timestamps differ by **less than 60,000 ms** raise one alert; after an alert, matching
+//! resumes after its last payment.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::payments::{Payment, Status};
+
+/// How many failed payments make an alert.
+pub const FAILS: usize = 5;
+/// Within how long (ms, exclusive) from the first to the last of them.
+pub const WITHIN_MS: i64 = 60_000;
+
+/// One alert: a user's five failed payments within a minute.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Alert {
+    /// The user.
+    pub user_id: u32,
+    /// Event time of the first failed payment (ms).
+    pub first_ts: i64,
+    /// Event time of the last one (ms).
+    pub last_ts: i64,
+    /// The failed payments' event ids, in event-time order.
+    pub event_ids: Vec<u64>,
+    /// Their amounts, summed.
+    pub total_amount: f64,
+}
+
+impl Alert {
+    /// The alert for `fails`, a user's failed payments in event-time order.
+    pub fn of(fails: &[&Payment]) -> Alert {
+        Alert {
+            user_id: fails.first().map_or(0, |p| p.user_id),
+            first_ts: fails.first().map_or(0, |p| p.ts),
+            last_ts: fails.last().map_or(0, |p| p.ts),
+            event_ids: fails.iter().map(|p| p.event_id).collect(),
+            total_amount: fails.iter().map(|p| p.amount).sum(),
+        }
+    }
+}
+
+/// The alerts the rule raises on `payments`, applied directly (the test oracle), sorted by
+/// user and first timestamp.
+///
+/// ```
+/// use floe_jobs::fraud::oracle;
+/// use floe_jobs::payments::{Payment, Status};
+/// let fail = |id, ts| Payment { event_id: id, user_id: 1, status: Status::Fail, amount: 1.0, ts };
+/// let five: Vec<Payment> = (0..5).map(|i| fail(i, i as i64 * 14_000)).collect(); // 56 s apart
+/// assert_eq!(oracle(&five).len(), 1);
+/// let slow: Vec<Payment> = (0..5).map(|i| fail(i, i as i64 * 15_000)).collect(); // exactly 60 s
+/// assert!(oracle(&slow).is_empty());
+/// ```
+pub fn oracle(payments: &[Payment]) -> Vec<Alert> {
+    let mut fails: BTreeMap<u32, Vec<&Payment>> = BTreeMap::new();
+    for p in payments.iter().filter(|p| p.status == Status::Fail) {
+        fails.entry(p.user_id).or_default().push(p);
+    }
+    let mut alerts = Vec::new();
+    for mut f in fails.into_values() {
+        f.sort_by_key(|p| (p.ts, p.event_id));
+        let mut i = 0;
+        while i + FAILS <= f.len() {
+            if f[i + FAILS - 1].ts - f[i].ts < WITHIN_MS {
+                alerts.push(Alert::of(&f[i..i + FAILS]));
+                i += FAILS;
+            } else {
+                i += 1;
+            }
+        }
+    }
+    alerts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pay(id: u64, user: u32, fail: bool, ts: i64) -> Payment {
+        Payment {
+            event_id: id,
+            user_id: user,
+            status: if fail { Status::Fail } else { Status::Ok },
+            amount: id as f64,
+            ts,
+        }
+    }
+
+    #[test]
+    fn ok_payments_between_do_not_matter_and_matching_resumes_after_the_last() {
+        let mut ps = Vec::new();
+        for i in 0..12u64 {
+            ps.push(pay(i, 7, i != 3, i as i64 * 1_000)); // payment 3 is OK
+        }
+        ps.push(pay(99, 8, true, 0)); // another user
+        let alerts = oracle(&ps);
+        assert_eq!(alerts.len(), 2, "11 fails: two alerts, one left over");
+        assert_eq!(alerts[0].event_ids, vec![0, 1, 2, 4, 5]);
+        assert_eq!(alerts[1].event_ids, vec![6, 7, 8, 9, 10]);
+        assert_eq!(alerts[0].total_amount, 12.0);
+    }
+
+    #[test]
+    fn a_window_too_long_moves_the_start_by_one() {
+        // 0, 1, 2, 3 s, then 61 s .. : the first five span 61 s; starting at 1 s they do not.
+        let ts = [0, 1_000, 2_000, 3_000, 60_000, 60_500];
+        let ps: Vec<Payment> = ts.iter().enumerate().map(|(i, t)| pay(i as u64, 1, true, *t)).collect();
+        let alerts = oracle(&ps);
+        assert_eq!(alerts.len(), 1);
+        assert_eq!(alerts[0].event_ids, vec![1, 2, 3, 4, 5]);
+        assert_eq!((alerts[0].first_ts, alerts[0].last_ts), (1_000, 60_500));
+    }
+}
