@@ -52,6 +52,12 @@ impl Env {
         let tag = errors_tag.clone();
         let name = format!("kafka: {}", source.describe());
         register_dead_letters(&name, &source.dead_letter_counter());
+        Registry::global().register_counter(
+            "floe_kafka_records_read_total",
+            "Records read from Kafka (dead letters included)",
+            &[("operator", &name)],
+            &source.records_read(),
+        );
         let stream = self.add_source(&name, parallelism, move |_| {
             let tag = tag.load(Ordering::SeqCst);
             let copy = source.with_dead_letter_tag((tag != 0).then_some(tag));

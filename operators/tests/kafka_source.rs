@@ -623,6 +623,7 @@ fn records_that_do_not_deserialize_become_dead_letters() {
     assert_eq!(dead[5].value.payload.as_ref().map(Vec::len), Some(1_000_002));
     assert_eq!(counter.get(), 6);
     assert_eq!(s[0].source.dead_letters(), 6);
+    assert_eq!(s[0].source.records_read().get(), 8, "valid and dead letters both read");
 
     // Without a side output they are only counted (and logged); the job goes on.
     let quiet = builder(&broker, "dl")

@@ -237,6 +237,7 @@ impl<T: Data> KafkaSourceBuilder<T> {
             }),
             dead_letter_tag: self.dead_letter_tag,
             dead_letters: Counter::default(),
+            records_read: Counter::default(),
             run: None,
         })
     }

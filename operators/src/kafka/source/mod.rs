@@ -87,6 +87,7 @@ pub struct KafkaSource<T> {
     /// Side output of dead letters (the builder's, or set per copy by the DSL).
     dead_letter_tag: Option<u64>,
     dead_letters: Counter,
+    records_read: Counter,
     run: Option<Running>,
 }
 
@@ -98,6 +99,7 @@ impl<T> Clone for KafkaSource<T> {
             settings: self.settings.clone(),
             dead_letter_tag: self.dead_letter_tag,
             dead_letters: self.dead_letters.clone(),
+            records_read: self.records_read.clone(),
             run: None,
         }
     }
@@ -131,6 +133,12 @@ impl<T> KafkaSource<T> {
     /// global one as `floe_dead_letters_total`).
     pub fn dead_letter_counter(&self) -> Counter {
         self.dead_letters.clone()
+    }
+
+    /// Records read so far (dead letters included), over this source and its clones (the
+    /// DSL lists it as `floe_kafka_records_read_total`).
+    pub fn records_read(&self) -> Counter {
+        self.records_read.clone()
     }
 
     /// The partitions this subtask reads, as (topic, partition, next offset) with a
@@ -353,6 +361,7 @@ impl<T: Data> KafkaSource<T> {
                 }
             }
         }
+        self.records_read.add(read as u64);
         if eof && settings.bounded {
             // The fetch position may pass the stop offset without a record at it
             // (transaction markers): nothing is left to read there.
