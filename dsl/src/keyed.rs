@@ -27,6 +27,15 @@ pub struct KeyedStream<K, T> {
     key_fn: Arc<dyn Fn(&T) -> K + Send + Sync>,
 }
 
+impl<K, T> Clone for KeyedStream<K, T> {
+    fn clone(&self) -> Self {
+        KeyedStream {
+            input: self.input.clone(),
+            key_fn: self.key_fn.clone(),
+        }
+    }
+}
+
 impl<K: StateKey, T: Data> KeyedStream<K, T> {
     pub(crate) fn new(input: Stream<T>, key_fn: Arc<dyn Fn(&T) -> K + Send + Sync>) -> Self {
         KeyedStream { input, key_fn }
@@ -38,7 +47,17 @@ impl<K: StateKey, T: Data> KeyedStream<K, T> {
         Route::Hash(Arc::new(move |v: &T| assign_key_group(&key_fn(v), max)), max)
     }
 
-    fn keyed_operator<O: Data>(&self, name: &str, f: floe_runtime::OperatorFactory) -> Stream<O> {
+    /// The stream before partitioning.
+    pub(crate) fn input(&self) -> &Stream<T> {
+        &self.input
+    }
+
+    /// The key selector.
+    pub(crate) fn key_fn(&self) -> Arc<dyn Fn(&T) -> K + Send + Sync> {
+        self.key_fn.clone()
+    }
+
+    pub(crate) fn keyed_operator<O: Data>(&self, name: &str, f: floe_runtime::OperatorFactory) -> Stream<O> {
         let p = self.input.b.borrow().config.parallelism;
         self.input.add_operator(name, p, Ship::Hash, Some(self.route()), f)
     }

@@ -25,6 +25,7 @@
 //! ```
 
 mod builder;
+pub mod cep;
 mod env;
 mod error;
 mod kafka_io;
@@ -47,6 +48,7 @@ pub use floe_runtime::metrics;
 
 /// Everything a job usually needs, in one import.
 pub mod prelude {
+    pub use crate::cep::{AfterMatchSkipStrategy, Match, Pattern, PatternStream, TimedOut};
     pub use crate::{init_logging, Env, EnvOptions, KeyedStream, Sink, Stream, WindowedStream};
     pub use floe_checkpoints::AggregateFunction;
     pub use floe_operators::aggregate::{Count, Max, Sum};

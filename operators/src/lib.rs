@@ -6,6 +6,7 @@
 
 pub mod aggregate;
 pub mod basic;
+pub mod cep;
 pub mod collector;
 pub mod kafka;
 pub mod keyed;
