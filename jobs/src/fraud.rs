@@ -6,7 +6,10 @@
 //! resumes after its last payment.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use floe_dsl::cep::{AfterMatchSkipStrategy, Pattern, PatternStream};
+use floe_dsl::Stream;
 use serde::{Deserialize, Serialize};
 
 use crate::payments::{Payment, Status};
@@ -42,6 +45,32 @@ impl Alert {
             total_amount: fails.iter().map(|p| p.amount).sum(),
         }
     }
+}
+
+/// The rule as a CEP pattern: five FAIL payments (others in between do not matter) within
+/// 60 s of event time, matching resumed after the last of them.
+pub fn pattern() -> Pattern<Payment> {
+    Pattern::begin_with_skip("fails", AfterMatchSkipStrategy::SkipPastLastEvent)
+        .where_(|p: &Payment| p.status == Status::Fail)
+        .times(FAILS as u32)
+        .within(Duration::from_millis(WITHIN_MS as u64))
+}
+
+/// The rule applied to `payments` (which must carry event timestamps): per user, in event
+/// time with ties broken by event id.
+pub fn matches(payments: &Stream<Payment>) -> PatternStream<u32, Payment> {
+    payments
+        .key_by(|p| p.user_id)
+        .pattern(pattern())
+        .tie_breaker(|a, b| a.event_id.cmp(&b.event_id))
+}
+
+/// The alerts the rule raises on `payments` (see [`matches`]).
+pub fn detect(payments: &Stream<Payment>) -> Stream<Alert> {
+    matches(payments).select(|m| {
+        let fails: Vec<&Payment> = m.get("fails").iter().collect();
+        Alert::of(&fails)
+    })
 }
 
 /// The alerts the rule raises on `payments`, applied directly (the test oracle), sorted by

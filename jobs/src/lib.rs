@@ -6,4 +6,5 @@
 //! - `payments-gen`: writes generated payments to a Kafka topic.
 
 pub mod fraud;
+pub mod generator;
 pub mod payments;

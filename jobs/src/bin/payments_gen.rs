@@ -11,13 +11,14 @@
 //! payments-gen --brokers 127.0.0.1:9092 --topic payments --rate 100000 --count 10000000
 //! ```
 
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
 use floe_dsl::kafka::KafkaConfig;
+use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::PaymentProfile;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 #[derive(Parser, Debug)]
 #[command(name = "payments-gen", about = "Writes generated payment events to a Kafka topic")]
@@ -89,64 +90,32 @@ fn main() -> anyhow::Result<()> {
     let config = KafkaConfig::new(&args.brokers)
         .with_properties(args.kafka_properties.iter().map(String::as_str))
         .map_err(anyhow::Error::msg)?;
-    let producer: BaseProducer = config
-        .client_config(&[("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")])
-        .create()?;
-    let started = Instant::now();
-    let mut payload = Vec::with_capacity(160);
-    let mut key = String::with_capacity(16);
-    let end = if args.count == 0 {
-        u64::MAX
-    } else {
-        args.start.saturating_add(args.count)
+    let load = PaymentLoad {
+        profile,
+        topic: args.topic.clone(),
+        start: args.start,
+        count: if args.count == 0 { u64::MAX } else { args.count },
+        rate: args.rate,
+        malformed_every: args.malformed_every,
     };
-    let mut sent = 0u64;
-    for i in args.start..end {
-        let p = profile.payment(i);
-        payload.clear();
-        serde_json::to_writer(&mut payload, &p)?;
-        key.clear();
-        use std::fmt::Write as _;
-        let _ = write!(key, "{}", p.user_id);
-        send(&producer, &args.topic, &key, &payload)?;
-        if args.malformed_every > 0 && i % args.malformed_every == args.malformed_every - 1 {
-            let bad = format!("{{\"user_id\":\"{}\",\"status\":\"MAYBE\"}}", p.user_id);
-            send(&producer, &args.topic, &key, bad.as_bytes())?;
-        }
-        sent += 1;
-        if args.rate > 0 && sent.is_multiple_of(100) {
-            let due = Duration::from_secs_f64(sent as f64 / args.rate as f64);
-            if let Some(wait) = due.checked_sub(started.elapsed()) {
-                producer.poll(wait);
-            }
-        }
-        if sent.is_multiple_of(1_000_000) {
-            eprintln!(
-                "payments-gen: {sent} payments, {:.0}/s",
-                sent as f64 / started.elapsed().as_secs_f64()
-            );
-        }
-    }
-    producer.flush(Duration::from_secs(60))?;
+    let progress = Arc::new(LoadProgress::default());
+    let watch = progress.clone();
+    let started = Instant::now();
+    std::thread::spawn(move || loop {
+        std::thread::sleep(Duration::from_secs(5));
+        let sent = watch.sent.load(Ordering::Relaxed);
+        eprintln!(
+            "payments-gen: {sent} payments, {:.0}/s",
+            sent as f64 / started.elapsed().as_secs_f64()
+        );
+    });
+    load.run(&config, &progress)?;
     eprintln!(
-        "payments-gen: wrote {sent} payments to {} in {:.1}s",
+        "payments-gen: wrote {} payments ({} malformed records) to {} in {:.1}s",
+        progress.sent.load(Ordering::Relaxed),
+        progress.malformed.load(Ordering::Relaxed),
         args.topic,
         started.elapsed().as_secs_f64()
     );
     Ok(())
-}
-
-/// Sends one record, waiting while the producer's queue is full.
-fn send(producer: &BaseProducer, topic: &str, key: &str, payload: &[u8]) -> anyhow::Result<()> {
-    let mut record = BaseRecord::to(topic).key(key).payload(payload);
-    loop {
-        match producer.send(record) {
-            Ok(()) => return Ok(()),
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                producer.poll(Duration::from_millis(5));
-            }
-            Err((e, _)) => return Err(e.into()),
-        }
-    }
 }

@@ -1,0 +1,120 @@
+//! The flagship job: five failed payments by one user within 60 seconds raise an alert.
+//!
+//! Reads payment events (JSON: `event_id`, `user_id`, `status` OK/FAIL, `amount`, `ts` in
+//! epoch ms) from a Kafka topic, with watermarks 2 s behind the largest `ts` per partition;
+//! per user, five FAIL payments whose first and last timestamps differ by less than 60 s
+//! raise one alert (see `floe_jobs::fraud`), written exactly once (JSON, keyed by user) to
+//! the alerts topic. Payments that are not valid JSON payments go to the dead-letter topic.
+//!
+//! ```text
+//! fraud --brokers 127.0.0.1:9092 --input payments --alerts fraud-alerts \
+//!     --checkpoint-dir chk/ --checkpoint-interval-ms 10000
+//! ```
+
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use floe_dsl::kafka::sink::{Delivery, Json as JsonOut, KafkaSink};
+use floe_dsl::kafka::source::{Json, KafkaSource, StartPosition, TimestampsFrom};
+use floe_dsl::kafka::{KafkaConfig, DEAD_LETTERS_METRIC};
+use floe_dsl::metrics::Registry;
+use floe_dsl::prelude::*;
+use floe_jobs::fraud::{self, Alert};
+use floe_jobs::payments::Payment;
+
+/// How alerts are delivered.
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Guarantee {
+    /// Flushed at every checkpoint: nothing lost, duplicates after a crash
+    AtLeastOnce,
+    /// Kafka transactions committed with each checkpoint
+    ExactlyOnce,
+}
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fraud",
+    about = "Five failed payments by one user within 60 s of event time raise an alert"
+)]
+struct Args {
+    #[command(flatten)]
+    floe: EnvOptions,
+    /// Kafka bootstrap servers
+    #[arg(long, env = "FLOE_BROKERS", default_value = "127.0.0.1:9092")]
+    brokers: String,
+    /// A librdkafka property passed to every client, e.g. -X security.protocol=SSL (repeatable)
+    #[arg(short = 'X', long = "kafka-property")]
+    kafka_properties: Vec<String>,
+    /// Topic of payment events
+    #[arg(long, default_value = "payments")]
+    input: String,
+    /// Topic to write alerts to
+    #[arg(long, default_value = "fraud-alerts")]
+    alerts: String,
+    /// Topic for records that are not valid payments
+    #[arg(long, default_value = "payments-dlq")]
+    dead_letters: String,
+    /// Consumer group the offsets of completed checkpoints are committed to
+    #[arg(long, default_value = "floe-fraud")]
+    group: String,
+    /// Delivery guarantee of the alerts and the dead letters
+    #[arg(long, value_enum, default_value_t = Guarantee::ExactlyOnce)]
+    delivery: Guarantee,
+    /// How far behind the largest event time the watermark stays (ms)
+    #[arg(long, default_value_t = 2_000)]
+    out_of_orderness_ms: u64,
+    /// A partition without records for this long does not hold the watermark back (ms)
+    #[arg(long, default_value_t = 10_000)]
+    idle_timeout_ms: u64,
+    /// Stop at the end of the input as it is when the job starts (instead of following it)
+    #[arg(long)]
+    bounded: bool,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    init_logging();
+    let env = Env::from_options(&args.floe)?;
+    let kafka = KafkaConfig::new(&args.brokers)
+        .with_properties(args.kafka_properties.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)?;
+    let delivery = match args.delivery {
+        Guarantee::AtLeastOnce => Delivery::AtLeastOnce,
+        Guarantee::ExactlyOnce => Delivery::ExactlyOnce,
+    };
+    anyhow::ensure!(args.idle_timeout_ms > 0, "--idle-timeout-ms must be positive");
+    let mut source = KafkaSource::builder(kafka.clone())
+        .topic(&args.input)
+        .deserializer(Json::<Payment>::new())
+        .group_id(&args.group)
+        .start(StartPosition::Earliest)
+        .timestamps(TimestampsFrom::field(|p: &Payment| p.ts))
+        .max_out_of_orderness(Duration::from_millis(args.out_of_orderness_ms))
+        .idle_timeout(Duration::from_millis(args.idle_timeout_ms));
+    if args.bounded {
+        source = source.bounded();
+    }
+    let payments = env.read_kafka(source.build()?);
+    payments.dead_letters().write_kafka(
+        KafkaSink::dead_letters(kafka.clone(), &args.dead_letters)
+            .delivery(delivery)
+            .build()?,
+    );
+    let alerts = fraud::detect(&payments);
+    alerts.write_kafka(
+        KafkaSink::builder(kafka, &args.alerts)
+            .serializer(JsonOut)
+            .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
+            .delivery(delivery)
+            .build()?,
+    );
+    let result = env.execute("fraud")?;
+    println!(
+        "fraud: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; dead letters {}",
+        result.duration.as_secs_f64(),
+        result.restored_from,
+        result.last_checkpoint,
+        Registry::global().sum(DEAD_LETTERS_METRIC, &[])
+    );
+    Ok(())
+}
