@@ -12,7 +12,7 @@
 use std::cmp::Ordering;
 use std::sync::Arc;
 
-use floe_runtime::metrics::Counter;
+use floe_runtime::metrics::{Counter, Gauge};
 use floe_runtime::{Timestamp, UserError, MAX_WATERMARK};
 use serde::{Deserialize, Serialize};
 
@@ -52,7 +52,16 @@ pub struct CepMetrics {
     pub matches: Counter,
     /// Partial matches that timed out.
     pub timed_out: Counter,
+    /// Partial matches alive now, over all keys (updated at least every
+    /// [`FLUSH_EVERY`] events and at every timer).
+    pub partial_matches: Gauge,
+    /// Events waiting for the watermark, over all keys (same updates).
+    pub pending_events: Gauge,
 }
+
+/// Gauges are updated from per-subtask deltas at least this often (in events), so that
+/// subtasks do not contend on them per event.
+pub const FLUSH_EVERY: i64 = 4_096;
 
 /// One key's CEP state: its NFA and the events the watermark has not passed yet.
 #[derive(Clone, Serialize, Deserialize)]
@@ -89,6 +98,9 @@ pub struct CepFunction<T, O, P> {
     metrics: CepMetrics,
     matches: Vec<Match<T>>,
     timeouts: Vec<TimedOut<T>>,
+    /// Changes of the gauges not yet added to them.
+    delta_partial: i64,
+    delta_pending: i64,
     _o: std::marker::PhantomData<fn() -> O>,
 }
 
@@ -104,6 +116,8 @@ impl<T, O, P: Clone> Clone for CepFunction<T, O, P> {
             metrics: self.metrics.clone(),
             matches: Vec::new(),
             timeouts: Vec::new(),
+            delta_partial: 0,
+            delta_pending: 0,
             _o: std::marker::PhantomData,
         }
     }
@@ -122,6 +136,8 @@ impl<T, O, P> CepFunction<T, O, P> {
             metrics: CepMetrics::default(),
             matches: Vec::new(),
             timeouts: Vec::new(),
+            delta_partial: 0,
+            delta_pending: 0,
             _o: std::marker::PhantomData,
         }
     }
@@ -148,6 +164,15 @@ impl<T, O, P> CepFunction<T, O, P> {
     pub fn with_metrics(mut self, metrics: CepMetrics) -> Self {
         self.metrics = metrics;
         self
+    }
+}
+
+impl<T, O, P> CepFunction<T, O, P> {
+    fn flush_gauges(&mut self) {
+        self.metrics
+            .partial_matches
+            .add(std::mem::take(&mut self.delta_partial));
+        self.metrics.pending_events.add(std::mem::take(&mut self.delta_pending));
     }
 }
 
@@ -201,6 +226,10 @@ where
         if let Some(t) = timer {
             ctx.register_event_time_timer(t);
         }
+        self.delta_pending += 1;
+        if self.delta_pending >= FLUSH_EVERY {
+            self.flush_gauges();
+        }
         Ok(())
     }
 
@@ -214,9 +243,11 @@ where
         let nfa = &*self.nfa;
         let (matches, timeouts) = (&mut self.matches, &mut self.timeouts);
         let mut dropped = 0u64;
+        let (mut partial, mut pending) = (0i64, 0i64);
         let outcome = ctx
             .state()
             .update(&self.state, CepKeyState::default, |s| -> Result<_, UserError> {
+                let before = s.nfa.partial_match_count() as i64;
                 if s.pending_timer.is_some_and(|t| t <= timestamp) {
                     s.pending_timer = None;
                 }
@@ -224,6 +255,7 @@ where
                     s.deadline_timer = None;
                 }
                 let due = s.pending.partition_point(|(t, _)| *t <= watermark);
+                pending -= due as i64;
                 for (ts, event) in s.pending.drain(..due) {
                     dropped += nfa.process(&mut s.nfa, event, ts, matches)?.dropped as u64;
                 }
@@ -241,9 +273,13 @@ where
                         timers[1] = Some(deadline);
                     }
                 }
+                partial = s.nfa.partial_match_count() as i64 - before;
                 Ok((timers, s.pending.is_empty() && s.nfa.is_empty()))
             })?;
         let (timers, empty) = outcome?;
+        self.delta_partial += partial;
+        self.delta_pending += pending;
+        self.flush_gauges();
         self.metrics.dropped_partial_matches.add(dropped);
         if empty {
             ctx.state().clear(&self.state)?;
