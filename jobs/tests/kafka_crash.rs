@@ -10,12 +10,12 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{read_all, send};
+use common::{committed, kill_at_random, send};
 use floe_dsl::kafka::testing::TestBroker;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -74,40 +74,6 @@ fn produce(brokers: String) -> Vec<Vec<u8>> {
     }
     producer.flush(Duration::from_secs(30)).unwrap();
     bad
-}
-
-/// The records of `topic` counted once per exactly-once stamp.
-fn committed(broker: &TestBroker, topic: &str) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (h, _key, payload) in read_all(broker, topic) {
-        let stamp: Vec<String> = ["floe.subtask", "floe.attempt", "floe.epoch", "floe.seq"]
-            .iter()
-            .map(|k| {
-                h.get(*k)
-                    .cloned()
-                    .unwrap_or_else(|| panic!("{topic}: a record without {k}: {h:?}"))
-            })
-            .collect();
-        if seen.insert(stamp) {
-            out.push((h, payload));
-        }
-    }
-    out
-}
-
-fn kill_at_random(mut child: Child, after: Duration) -> bool {
-    let started = Instant::now();
-    // The random moment of the kill: time is the point here, not a synchronization.
-    while started.elapsed() < after {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    true
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Helpers of the Kafka job tests: writing input, reading a topic back to its end.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use floe_dsl::kafka::testing::TestBroker;
@@ -81,4 +82,39 @@ pub fn read_all(broker: &TestBroker, topic: &str) -> Vec<Read> {
         ));
     }
     out
+}
+
+/// The records of `topic` counted once per exactly-once stamp.
+pub fn committed(broker: &TestBroker, topic: &str) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
+    let mut seen = HashSet::new();
+    let mut out = Vec::new();
+    for (h, _key, payload) in read_all(broker, topic) {
+        let stamp: Vec<String> = ["floe.subtask", "floe.attempt", "floe.epoch", "floe.seq"]
+            .iter()
+            .map(|k| {
+                h.get(*k)
+                    .cloned()
+                    .unwrap_or_else(|| panic!("{topic}: a record without {k}: {h:?}"))
+            })
+            .collect();
+        if seen.insert(stamp) {
+            out.push((h, payload));
+        }
+    }
+    out
+}
+
+/// Lets `child` run for `after`, then kills it with SIGKILL; false if it ended before.
+pub fn kill_at_random(mut child: Child, after: Duration) -> bool {
+    let started = Instant::now();
+    // The random moment of the kill: time is the point here, not a synchronization.
+    while started.elapsed() < after {
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    true
 }

@@ -1,0 +1,118 @@
+//! The fraud job through Kafka, killed with SIGKILL at random moments while payments are
+//! being written, and restarted from its checkpoints each time: the committed alerts are
+//! exactly those of an uninterrupted run — the rule applied directly to the payments — each
+//! once. (Committed as a read-committed consumer would see them: the test broker does not
+//! hide aborted transactions, so records are counted once per exactly-once stamp.)
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::{committed, kill_at_random};
+use floe_dsl::kafka::testing::TestBroker;
+use floe_jobs::fraud::{self, Alert};
+use floe_jobs::generator::{LoadProgress, PaymentLoad};
+use floe_jobs::payments::{Payment, PaymentProfile};
+
+const PAYMENTS: u64 = 30_000;
+
+fn profile() -> PaymentProfile {
+    PaymentProfile {
+        users: 300,
+        fail_ratio: 0.3,
+        gap_ms: 3,
+        max_disorder_ms: 2_000,
+        attack_share: 0.05,
+        attack_block: 500,
+        seed: 99,
+        ..PaymentProfile::default()
+    }
+}
+
+fn job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_fraud"));
+    c.args(["--brokers", &broker.brokers(), "--parallelism", "2"])
+        .args(["--checkpoint-interval-ms", "300", "--state-cache-entries", "64"])
+        .arg("--checkpoint-dir")
+        .arg(chk)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null());
+    if bounded {
+        c.arg("--bounded");
+    }
+    c
+}
+
+#[test]
+fn sigkilled_fraud_job_commits_each_alert_exactly_once() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("payments", 4).unwrap();
+    broker.create_topic("fraud-alerts", 4).unwrap();
+    broker.create_topic("payments-dlq", 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let chk = dir.path().join("chk");
+
+    // About 8,000 payments a second, with a malformed one now and then, while the job is
+    // killed; one record per batch, since the bounded last run needs the test broker's end
+    // offsets right.
+    let load = PaymentLoad {
+        profile: profile(),
+        topic: "payments".into(),
+        start: 0,
+        count: PAYMENTS,
+        rate: 8_000,
+        malformed_every: 1_000,
+    };
+    let config = broker.config().set("batch.num.messages", "1");
+    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    println!("seed {seed}");
+    for _ in 0..5 {
+        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        let after = Duration::from_millis(400 + (seed >> 33) % 800);
+        let child = job(&broker, &chk, false).spawn().unwrap();
+        assert!(kill_at_random(child, after), "the unbounded job ended on its own");
+    }
+    writer.join().unwrap().unwrap();
+    let out = job(&broker, &chk, true).stdout(Stdio::piped()).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "the last run failed: {}", out.status);
+    assert!(
+        stdout.contains("restored from checkpoint Some("),
+        "the last run did not restore from a checkpoint of the killed ones: {stdout}"
+    );
+
+    let all: Vec<Payment> = (0..PAYMENTS).map(|i| profile().payment(i)).collect();
+    let expected: BTreeSet<Vec<u64>> = fraud::oracle(&all).into_iter().map(|a| a.event_ids).collect();
+    assert!(expected.len() > 50, "the data raises alerts: {}", expected.len());
+    let mut got = BTreeSet::new();
+    for (_, payload) in committed(&broker, "fraud-alerts") {
+        let alert: Alert = serde_json::from_slice(&payload).unwrap();
+        assert!(
+            got.insert(alert.event_ids.clone()),
+            "alert {:?} committed twice",
+            alert.event_ids
+        );
+    }
+    assert!(
+        got == expected,
+        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
+        expected.len(),
+        got.len(),
+        expected.difference(&got).take(3).collect::<Vec<_>>(),
+        got.difference(&expected).take(3).collect::<Vec<_>>()
+    );
+    let dead = committed(&broker, "payments-dlq");
+    assert_eq!(
+        dead.len() as u64,
+        PAYMENTS / 1_000,
+        "each malformed payment in the DLQ once"
+    );
+}
