@@ -36,14 +36,23 @@ pub struct Alert {
 
 impl Alert {
     /// The alert for `fails`, a user's failed payments in event-time order.
-    pub fn of(fails: &[&Payment]) -> Alert {
-        Alert {
-            user_id: fails.first().map_or(0, |p| p.user_id),
-            first_ts: fails.first().map_or(0, |p| p.ts),
-            last_ts: fails.last().map_or(0, |p| p.ts),
-            event_ids: fails.iter().map(|p| p.event_id).collect(),
-            total_amount: fails.iter().map(|p| p.amount).sum(),
+    pub fn of<'a>(fails: impl IntoIterator<Item = &'a Payment>) -> Alert {
+        let mut alert = Alert {
+            user_id: 0,
+            first_ts: 0,
+            last_ts: 0,
+            event_ids: Vec::with_capacity(FAILS),
+            total_amount: 0.0,
+        };
+        for (i, p) in fails.into_iter().enumerate() {
+            if i == 0 {
+                (alert.user_id, alert.first_ts) = (p.user_id, p.ts);
+            }
+            alert.last_ts = p.ts;
+            alert.event_ids.push(p.event_id);
+            alert.total_amount += p.amount;
         }
+        alert
     }
 }
 
@@ -67,10 +76,7 @@ pub fn matches(payments: &Stream<Payment>) -> PatternStream<u32, Payment> {
 
 /// The alerts the rule raises on `payments` (see [`matches`]).
 pub fn detect(payments: &Stream<Payment>) -> Stream<Alert> {
-    matches(payments).select(|m| {
-        let fails: Vec<&Payment> = m.get("fails").iter().collect();
-        Alert::of(&fails)
-    })
+    matches(payments).select(|m| Alert::of(m.get("fails")))
 }
 
 /// The alerts the rule raises on `payments`, applied directly (the test oracle), sorted by
@@ -96,7 +102,7 @@ pub fn oracle(payments: &[Payment]) -> Vec<Alert> {
         let mut i = 0;
         while i + FAILS <= f.len() {
             if f[i + FAILS - 1].ts - f[i].ts < WITHIN_MS {
-                alerts.push(Alert::of(&f[i..i + FAILS]));
+                alerts.push(Alert::of(f[i..i + FAILS].iter().copied()));
                 i += FAILS;
             } else {
                 i += 1;

@@ -32,9 +32,7 @@ fn alerts(parallelism: usize, profile: &PaymentProfile) -> (Vec<Alert>, u64) {
         .assign_timestamps(|p: &Payment| p.ts, BoundedOutOfOrderness::new(Duration::from_secs(2)));
     let matches = fraud::matches(&payments);
     let metrics = matches.metrics();
-    let out = matches
-        .select(|m| Alert::of(&m.get("fails").iter().collect::<Vec<_>>()))
-        .collect();
+    let out = matches.select(|m| Alert::of(m.get("fails"))).collect();
     env.execute("fraud-rule").unwrap();
     (out.take(), metrics.late.get())
 }

@@ -169,15 +169,13 @@ fn main() -> anyhow::Result<()> {
         .write_kafka(KafkaSink::dead_letters(kafka.clone(), DLQ).build()?);
     let matches = fraud::matches(&payments);
     let cep = matches.metrics();
-    matches
-        .select(|m| Alert::of(&m.get("fails").iter().collect::<Vec<_>>()))
-        .write_kafka(
-            KafkaSink::builder(kafka.clone(), ALERTS)
-                .serializer(JsonOut)
-                .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
-                .delivery(Delivery::ExactlyOnce)
-                .build()?,
-        );
+    matches.select(|m| Alert::of(m.get("fails"))).write_kafka(
+        KafkaSink::builder(kafka.clone(), ALERTS)
+            .serializer(JsonOut)
+            .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
+            .delivery(Delivery::ExactlyOnce)
+            .build()?,
+    );
     let job = env.execute_async("fraud-demo")?;
 
     // The alerts, as they are committed.
