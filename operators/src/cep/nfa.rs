@@ -66,6 +66,22 @@ struct Scratch {
     path: Vec<(u16, u32)>,
 }
 
+thread_local! {
+    /// Working buffers of `process`, per thread (each subtask runs on its own), so that a
+    /// key's state carries none of them.
+    static SCRATCH: std::cell::RefCell<Scratch> = std::cell::RefCell::new(Scratch::default());
+}
+
+/// This thread's working buffers (empty ones if they are in use already).
+fn take_scratch() -> Scratch {
+    SCRATCH.with(|s| s.take())
+}
+
+/// Gives the working buffers back for the next call.
+fn put_scratch(scratch: Scratch) {
+    SCRATCH.with(|s| *s.borrow_mut() = scratch);
+}
+
 /// The CEP state of one key: its partial matches, its held-back complete matches and the
 /// shared buffer of their events. Serializable, to be kept in keyed state and checkpointed;
 /// it is only valid with the [`Nfa`] that created it (checked).
@@ -82,8 +98,6 @@ pub struct NfaState<T> {
     buffer: SharedBuffer<T>,
     next_seq: u64,
     current_time: Option<i64>,
-    #[serde(skip)]
-    scratch: Scratch,
 }
 
 impl<T> Default for NfaState<T> {
@@ -96,7 +110,6 @@ impl<T> Default for NfaState<T> {
             buffer: SharedBuffer::default(),
             next_seq: 0,
             current_time: None,
-            scratch: Scratch::default(),
         }
     }
 }
@@ -111,7 +124,6 @@ impl<T: Clone> Clone for NfaState<T> {
             buffer: self.buffer.clone(),
             next_seq: self.next_seq,
             current_time: self.current_time,
-            scratch: Scratch::default(),
         }
     }
 }
@@ -222,8 +234,8 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
         let seq = st.next_seq;
         st.next_seq += 1;
         let eid = st.buffer.insert_event(event, ts, seq);
-        let mut scratch = std::mem::take(&mut st.scratch);
-        let old = std::mem::take(&mut st.partials);
+        let mut scratch = take_scratch();
+        let mut old = std::mem::take(&mut st.partials);
         scratch.partials.clear();
         scratch.done.clear();
         for comp in &old {
@@ -232,7 +244,10 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
         }
         self.advance(&mut st.buffer, None, eid, &mut scratch);
         st.buffer.drop_if_unused(eid);
-        st.partials = std::mem::replace(&mut scratch.partials, old);
+        // The key keeps its own vector (sized to its own partial matches), not the thread's.
+        old.clear();
+        old.append(&mut scratch.partials);
+        st.partials = old;
         if st.partials.len() > self.max_partial {
             let n = st.partials.len() - self.max_partial;
             for c in st.partials.drain(..n) {
@@ -241,7 +256,7 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
             stats.dropped += n;
         }
         let done = std::mem::take(&mut scratch.done);
-        st.scratch = scratch;
+        put_scratch(scratch);
         self.emit(st, done, matches, &mut stats);
         stats.partial_matches = st.partials.len();
         Ok(stats)
@@ -266,7 +281,8 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
         self.expire(st, watermark, matches, &mut stats);
         let mut queued = std::mem::take(&mut st.timed_out);
         queued.sort_by_key(|c| (c.start_seq, c.node));
-        let mut path = std::mem::take(&mut st.scratch.path);
+        let mut scratch = take_scratch();
+        let mut path = std::mem::take(&mut scratch.path);
         let mut previous = None;
         for c in queued {
             if previous != Some(c.node) {
@@ -278,7 +294,8 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
             }
             st.buffer.release(c.node);
         }
-        st.scratch.path = path;
+        scratch.path = path;
+        put_scratch(scratch);
         stats.partial_matches = st.partials.len();
         Ok(stats)
     }
@@ -447,7 +464,8 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
         out: &mut Vec<Match<T>>,
         stats: &mut ProcessStats,
     ) -> Option<super::skip::PruningPoint> {
-        let mut path = std::mem::take(&mut st.scratch.path);
+        let mut scratch = take_scratch();
+        let mut path = std::mem::take(&mut scratch.path);
         st.buffer.path_into(Some(c.node), &mut path);
         out.push(self.materialize(&st.buffer, &path));
         stats.matches += 1;
@@ -461,7 +479,8 @@ impl<T: Clone + Send + Sync + 'static> Nfa<T> {
             pruning_point(self.c.skip, &seqs)
         };
         st.buffer.release(c.node);
-        st.scratch.path = path;
+        scratch.path = path;
+        put_scratch(scratch);
         point
     }
 

@@ -256,8 +256,14 @@ where
                 }
                 let due = s.pending.partition_point(|(t, _)| *t <= watermark);
                 pending -= due as i64;
-                for (ts, event) in s.pending.drain(..due) {
+                let mut drained = s.pending.drain(..due);
+                for (ts, event) in drained.by_ref() {
                     dropped += nfa.process(&mut s.nfa, event, ts, matches)?.dropped as u64;
+                }
+                drop(drained);
+                if s.pending.is_empty() {
+                    // A quiet key keeps no buffer.
+                    s.pending = Vec::new();
                 }
                 dropped += nfa.advance_time(&mut s.nfa, watermark, matches, timeouts)?.dropped as u64;
                 let mut timers = [None, None];
