@@ -21,7 +21,17 @@ pub(crate) const LATEST: i64 = -1;
 /// The consumer's context: reports the outcome of offset commits.
 pub(crate) struct SourceContext;
 
-impl ClientContext for SourceContext {}
+impl ClientContext for SourceContext {
+    fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition reaches here as a "global error" on bounded reads: it is
+        // how they end, not a failure.
+        if matches!(error, KafkaError::PartitionEOF(_)) {
+            debug!(%reason, "librdkafka: end of partition");
+        } else {
+            tracing::error!(error = %error, %reason, "librdkafka error");
+        }
+    }
+}
 
 impl ConsumerContext for SourceContext {
     fn commit_callback(&self, result: KafkaResult<()>, offsets: &TopicPartitionList) {
@@ -53,6 +63,10 @@ pub(crate) fn create_consumer(
         ("enable.auto.offset.store", "false"),
         ("auto.offset.reset", "earliest"),
         ("enable.partition.eof", if bounded { "true" } else { "false" }),
+        // librdkafka's default (1 s) idles the fetcher between fetches once its queue is
+        // full enough, capping a partition's catch-up at ~200K records/s here; 10 ms lets
+        // a source read at 1M+ records/s (measured with benches/kafka-pipeline).
+        ("fetch.queue.backoff.ms", "10"),
     ];
     // librdkafka refuses `assign` without a group id; without one of the user's, the
     // consumer gets a group of its own that nothing is ever committed to (the brokers do
