@@ -129,6 +129,18 @@ impl<T: Clone> Clone for NfaState<T> {
 }
 
 impl<T> NfaState<T> {
+    /// Makes this the state of a key that never saw an event, keeping the capacity of its
+    /// buffers (to reuse one state for many keys without allocating).
+    pub fn reset(&mut self) {
+        self.fingerprint = None;
+        self.partials.clear();
+        self.completed.clear();
+        self.timed_out.clear();
+        self.buffer.clear();
+        self.next_seq = 0;
+        self.current_time = None;
+    }
+
     /// A fresh state for a key that has no partial match.
     pub fn new() -> Self {
         Self::default()

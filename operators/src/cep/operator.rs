@@ -67,7 +67,9 @@ pub const FLUSH_EVERY: i64 = 4_096;
 #[derive(Clone, Serialize, Deserialize)]
 #[serde(bound(serialize = "T: Serialize", deserialize = "T: serde::de::DeserializeOwned"))]
 pub struct CepKeyState<T> {
-    nfa: NfaState<T>,
+    /// The key's NFA, only while it has something (most keys have no partial match most of
+    /// the time, and then their state is a few dozen bytes).
+    nfa: Option<Box<NfaState<T>>>,
     /// Events not yet processed, sorted by (timestamp, tie breaker, arrival).
     pending: Vec<(Timestamp, T)>,
     /// The event-time timer registered for the earliest pending event, if any.
@@ -79,7 +81,7 @@ pub struct CepKeyState<T> {
 impl<T> Default for CepKeyState<T> {
     fn default() -> Self {
         CepKeyState {
-            nfa: NfaState::default(),
+            nfa: None,
             pending: Vec::new(),
             pending_timer: None,
             deadline_timer: None,
@@ -98,6 +100,9 @@ pub struct CepFunction<T, O, P> {
     metrics: CepMetrics,
     matches: Vec<Match<T>>,
     timeouts: Vec<TimedOut<T>>,
+    /// An empty NFA state kept for the next key that needs one (its buffers keep their
+    /// capacity), so that the many events that start nothing allocate nothing.
+    spare: Option<Box<NfaState<T>>>,
     /// Changes of the gauges not yet added to them.
     delta_partial: i64,
     delta_pending: i64,
@@ -116,6 +121,7 @@ impl<T, O, P: Clone> Clone for CepFunction<T, O, P> {
             metrics: self.metrics.clone(),
             matches: Vec::new(),
             timeouts: Vec::new(),
+            spare: None,
             delta_partial: 0,
             delta_pending: 0,
             _o: std::marker::PhantomData,
@@ -136,6 +142,7 @@ impl<T, O, P> CepFunction<T, O, P> {
             metrics: CepMetrics::default(),
             matches: Vec::new(),
             timeouts: Vec::new(),
+            spare: None,
             delta_partial: 0,
             delta_pending: 0,
             _o: std::marker::PhantomData,
@@ -241,13 +248,14 @@ where
     ) -> Result<(), UserError> {
         let watermark = ctx.current_watermark();
         let nfa = &*self.nfa;
-        let (matches, timeouts) = (&mut self.matches, &mut self.timeouts);
+        let (matches, timeouts, spare) = (&mut self.matches, &mut self.timeouts, &mut self.spare);
         let mut dropped = 0u64;
         let (mut partial, mut pending) = (0i64, 0i64);
         let outcome = ctx
             .state()
             .update(&self.state, CepKeyState::default, |s| -> Result<_, UserError> {
-                let before = s.nfa.partial_match_count() as i64;
+                let mut state = s.nfa.take().or_else(|| spare.take()).unwrap_or_default();
+                let before = state.partial_match_count() as i64;
                 if s.pending_timer.is_some_and(|t| t <= timestamp) {
                     s.pending_timer = None;
                 }
@@ -258,14 +266,14 @@ where
                 pending -= due as i64;
                 let mut drained = s.pending.drain(..due);
                 for (ts, event) in drained.by_ref() {
-                    dropped += nfa.process(&mut s.nfa, event, ts, matches)?.dropped as u64;
+                    dropped += nfa.process(&mut state, event, ts, matches)?.dropped as u64;
                 }
                 drop(drained);
                 if s.pending.is_empty() {
                     // A quiet key keeps no buffer.
                     s.pending = Vec::new();
                 }
-                dropped += nfa.advance_time(&mut s.nfa, watermark, matches, timeouts)?.dropped as u64;
+                dropped += nfa.advance_time(&mut state, watermark, matches, timeouts)?.dropped as u64;
                 let mut timers = [None, None];
                 if let Some(&(first, _)) = s.pending.first() {
                     if s.pending_timer.is_none_or(|t| first < t) {
@@ -273,14 +281,20 @@ where
                         timers[0] = Some(first);
                     }
                 }
-                if let Some(deadline) = s.nfa.next_deadline(nfa) {
+                if let Some(deadline) = state.next_deadline(nfa) {
                     if deadline != MAX_WATERMARK && s.deadline_timer.is_none_or(|t| deadline < t) {
                         s.deadline_timer = Some(deadline);
                         timers[1] = Some(deadline);
                     }
                 }
-                partial = s.nfa.partial_match_count() as i64 - before;
-                Ok((timers, s.pending.is_empty() && s.nfa.is_empty()))
+                partial = state.partial_match_count() as i64 - before;
+                if state.is_empty() {
+                    state.reset();
+                    *spare = Some(state);
+                } else {
+                    s.nfa = Some(state);
+                }
+                Ok((timers, s.pending.is_empty() && s.nfa.is_none()))
             })?;
         let (timers, empty) = outcome?;
         self.delta_partial += partial;

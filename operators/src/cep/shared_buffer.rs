@@ -17,6 +17,15 @@ pub(crate) struct Slab<X> {
     len: usize,
 }
 
+impl<X> Slab<X> {
+    /// Empties the slab, keeping its capacity.
+    pub(crate) fn clear(&mut self) {
+        self.slots.clear();
+        self.free.clear();
+        self.len = 0;
+    }
+}
+
 impl<X> Default for Slab<X> {
     fn default() -> Self {
         Slab {
@@ -99,6 +108,12 @@ impl<T> Default for SharedBuffer<T> {
 }
 
 impl<T> SharedBuffer<T> {
+    /// Empties the buffer, keeping its capacity.
+    pub(crate) fn clear(&mut self) {
+        self.events.clear();
+        self.nodes.clear();
+    }
+
     /// Stores an event, unreferenced: call [`drop_if_unused`](Self::drop_if_unused) once the
     /// event has been offered to every partial match.
     pub(crate) fn insert_event(&mut self, event: T, ts: i64, seq: u64) -> u32 {

@@ -187,6 +187,16 @@ fn expired_keys_become_empty() {
     // Late events are refused, not panicked on.
     let late = nfa.process(&mut state, E { kind: 'a', id: 9 }, 999, &mut m);
     assert!(matches!(late, Err(CepError::LateEvent { .. })));
+
+    // Reset, the state serves another key from any time on, exactly like a fresh one.
+    state.reset();
+    let mut fresh = NfaState::new();
+    let again = feed(&nfa, &mut state, "abab", 20, 5);
+    let expected = feed(&nfa, &mut fresh, "abab", 20, 5);
+    assert_eq!(again.iter().map(ids).collect::<Vec<_>>(), vec![vec![20, 21, 23]]);
+    assert_eq!(again, expected);
+    assert_eq!(state.partial_match_count(), fresh.partial_match_count());
+    assert_eq!(state.next_deadline(&nfa), fresh.next_deadline(&nfa));
 }
 
 #[test]
