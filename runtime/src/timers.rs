@@ -20,7 +20,7 @@
 //!   already, or about to be written), and when it runs dry it is refilled with the next
 //!   earliest timers, a seek per key group.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 
 use floe_checkpoints::{decode, encode, KeyGroup, KeyedStateBackend, StateError, StateKey, StateSnapshot, TimerColumn};
 use hashbrown::HashMap;
@@ -127,7 +127,10 @@ type Persisted = (KeyGroup, bool);
 
 /// Timers of one time domain.
 pub struct TimerStore<K, N> {
-    queue: BTreeMap<Timestamp, VecDeque<(KeyGroup, K, N)>>,
+    /// The cached timers in firing order: by time, then registration (`seq`). One entry
+    /// per timer, so that registering one allocates nothing but B-tree nodes.
+    queue: BTreeMap<(Timestamp, u64), (KeyGroup, K, N)>,
+    seq: u64,
     /// The cached timers, with whether RocksDB holds them (or will at the next write).
     registered: HashMap<(Timestamp, K, N), Persisted>,
     spill: Option<Spill>,
@@ -148,6 +151,7 @@ impl<K, N> Default for TimerStore<K, N> {
     fn default() -> Self {
         TimerStore {
             queue: BTreeMap::new(),
+            seq: 0,
             registered: HashMap::new(),
             spill: None,
             generation: 0,
@@ -169,10 +173,7 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
             {
                 return false;
             }
-            self.queue
-                .entry(ts)
-                .or_default()
-                .push_back((kg, key.clone(), ns.clone()));
+            self.enqueue(ts, kg, key.clone(), ns.clone());
             self.generation += 1;
             return true;
         };
@@ -184,10 +185,8 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
                     v.insert((kg, false));
                 }
             }
-            self.queue
-                .entry(ts)
-                .or_default()
-                .push_back((kg, key.clone(), ns.clone()));
+            self.seq += 1;
+            self.queue.insert((ts, self.seq), (kg, key.clone(), ns.clone()));
             if self.registered.len() > spill.limit {
                 self.shrink_cache();
             }
@@ -253,23 +252,23 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
         }
     }
 
+    fn enqueue(&mut self, ts: Timestamp, kg: KeyGroup, key: K, ns: N) {
+        self.seq += 1;
+        self.queue.insert((ts, self.seq), (kg, key, ns));
+    }
+
     fn pop_cached(&mut self, upto: Timestamp) -> Option<(Timestamp, KeyGroup, K, N, bool)> {
         loop {
-            let mut entry = self.queue.first_entry()?;
-            let ts = *entry.key();
+            let entry = self.queue.first_entry()?;
+            let ts = entry.key().0;
             if ts > upto {
                 return None;
             }
-            let list = entry.get_mut();
-            // Fire in registration order within one timestamp.
-            let Some((kg, k, n)) = list.pop_front() else {
-                entry.remove();
-                continue;
-            };
-            if list.is_empty() {
-                entry.remove();
-            }
-            if let Some((_, persisted)) = self.registered.remove(&(ts, k.clone(), n.clone())) {
+            // Entries of deleted timers are dropped here, lazily.
+            let (kg, k, n) = entry.remove();
+            let id = (ts, k, n);
+            if let Some((_, persisted)) = self.registered.remove(&id) {
+                let (ts, k, n) = id;
                 return Some((ts, kg, k, n, persisted));
             }
         }
@@ -291,12 +290,9 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
 
     fn next_cached(&mut self) -> Option<Timestamp> {
         loop {
-            let (ts, list) = self.queue.first_key_value()?;
-            if list
-                .iter()
-                .any(|(_, k, n)| self.registered.contains_key(&(*ts, k.clone(), n.clone())))
-            {
-                return Some(*ts);
+            let (&(ts, _), (_, k, n)) = self.queue.first_key_value()?;
+            if self.registered.contains_key(&(ts, k.clone(), n.clone())) {
+                return Some(ts);
             }
             self.queue.pop_first();
         }
@@ -360,7 +356,17 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
         let Some(spill) = &mut self.spill else { return };
         let keep = spill.limit / 2;
         while self.registered.len() > keep {
-            let Some((ts, list)) = self.queue.pop_last() else { break };
+            let Some(&(ts, _)) = self.queue.last_key_value().map(|(k, _)| k) else {
+                break;
+            };
+            // Every timer of the latest timestamp leaves together: the boundary is a time.
+            let mut list = Vec::new();
+            while let Some(e) = self.queue.last_entry() {
+                if e.key().0 != ts {
+                    break;
+                }
+                list.push(e.remove());
+            }
             for (kg, k, n) in list {
                 if let Some((_, persisted)) = self.registered.remove(&(ts, k.clone(), n.clone())) {
                     if !persisted {
@@ -433,7 +439,8 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
             }
             let (k, n): (K, N) = bincode::deserialize(&bytes).map_err(|_| corrupt("key in RocksDB"))?;
             if self.registered.insert((ts, k.clone(), n.clone()), (kg, true)).is_none() {
-                self.queue.entry(ts).or_default().push_back((kg, k, n));
+                self.seq += 1;
+                self.queue.insert((ts, self.seq), (kg, k, n));
             }
         }
         spill.boundary = bound;
@@ -503,11 +510,9 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
             return self.write_out();
         }
         let mut groups: BTreeMap<KeyGroup, Vec<(Timestamp, &K, &N)>> = BTreeMap::new();
-        for (ts, list) in &self.queue {
-            for (kg, k, n) in list {
-                if self.registered.contains_key(&(*ts, k.clone(), n.clone())) {
-                    groups.entry(*kg).or_default().push((*ts, k, n));
-                }
+        for (&(ts, _), (kg, k, n)) in &self.queue {
+            if self.registered.contains_key(&(ts, k.clone(), n.clone())) {
+                groups.entry(*kg).or_default().push((ts, k, n));
             }
         }
         for (kg, timers) in groups {

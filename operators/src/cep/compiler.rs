@@ -85,6 +85,8 @@ pub(crate) struct State {
 pub(crate) struct StepRt<T> {
     pub(crate) name: Arc<str>,
     pub(crate) cond: Option<Condition<T>>,
+    /// Whether `cond` sees the partial match.
+    pub(crate) iterative: bool,
     pub(crate) until: Option<Condition<T>>,
     pub(crate) min: u32,
     pub(crate) max: Option<u32>,
@@ -185,6 +187,7 @@ pub(crate) fn compile<T>(pattern: Pattern<T>) -> Result<Compiled<T>> {
             StepKind::Positive => steps.push(StepRt {
                 name: Arc::from(s.name.as_str()),
                 cond: s.condition,
+                iterative: s.iterative,
                 until: s.until,
                 min: s.min,
                 max: s.max,

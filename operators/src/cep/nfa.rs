@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::compiler::{self, Action, Compiled, Cond, SkipRt, StateId, StateKind};
 use super::error::{CepError, Result};
-use super::pattern::Pattern;
+use super::pattern::{Contiguity, Pattern};
 use super::shared_buffer::SharedBuffer;
 use super::skip::pruning_point;
 
@@ -19,6 +19,11 @@ use super::matches::{Match, MatchContext, TimedOut};
 pub struct Nfa<T> {
     c: Compiled<T>,
     max_partial: usize,
+    /// Whether events that satisfy no condition can be dropped before they reach any key
+    /// (see [`Nfa::may_match`]).
+    filterable: bool,
+    /// Where conditions evaluated outside a partial match look for matched events.
+    empty: SharedBuffer<T>,
 }
 
 impl<T> fmt::Debug for Nfa<T> {
@@ -180,10 +185,42 @@ impl<T> NfaState<T> {
 impl<T: Clone + Send + Sync + 'static> Nfa<T> {
     /// Validates and compiles a pattern.
     pub fn compile(pattern: Pattern<T>) -> Result<Self> {
+        let c = compiler::compile(pattern)?;
+        let filterable = c.negs.is_empty()
+            && c.steps.iter().enumerate().all(|(i, s)| {
+                let looping = s.max != Some(1);
+                s.cond.is_some()
+                    && !s.iterative
+                    && !s.greedy
+                    && (i == 0 || s.outer != Contiguity::Strict)
+                    && (!looping || s.inner != Contiguity::Strict)
+            });
         Ok(Nfa {
-            c: compiler::compile(pattern)?,
+            c,
             max_partial: usize::MAX,
+            filterable,
+            empty: SharedBuffer::default(),
         })
+    }
+
+    /// Whether `event` can matter to any key's matching. False only for an event that
+    /// satisfies no step's condition (nor any `until`) of a pattern whose steps all skip
+    /// what they do not take: no strict contiguity, no negation, no greedy loop, no
+    /// iterative condition. Such an event would be ignored by every partial match and
+    /// start none, so the CEP operator drops it before buffering it: the matches are the
+    /// same (it only saves the work). Timeouts may not be: with a skip strategy, a partial
+    /// match that would have timed out at the dropped event's time can be pruned by a later
+    /// match instead, so the operator keeps every event when timed-out partial matches are
+    /// asked for. Always true for other patterns.
+    pub fn may_match(&self, event: &T) -> bool {
+        if !self.filterable {
+            return true;
+        }
+        let ctx = MatchContext::new(&self.empty, None, &self.c.steps);
+        self.c
+            .steps
+            .iter()
+            .any(|s| s.cond.as_ref().is_none_or(|c| c(event, &ctx)) || s.until.as_ref().is_some_and(|u| u(event, &ctx)))
     }
 
     /// Caps the partial matches of each key at `n` (at least 1). When an event leaves a key

@@ -52,6 +52,9 @@ pub struct CepMetrics {
     pub matches: Counter,
     /// Partial matches that timed out.
     pub timed_out: Counter,
+    /// Events dropped before buffering because no step could take them
+    /// ([`Nfa::may_match`]); updated like the gauges.
+    pub filtered: Counter,
     /// Partial matches alive now, over all keys (updated at least every
     /// [`FLUSH_EVERY`] events and at every timer).
     pub partial_matches: Gauge,
@@ -106,6 +109,7 @@ pub struct CepFunction<T, O, P> {
     /// Changes of the gauges not yet added to them.
     delta_partial: i64,
     delta_pending: i64,
+    delta_filtered: u64,
     _o: std::marker::PhantomData<fn() -> O>,
 }
 
@@ -124,6 +128,7 @@ impl<T, O, P: Clone> Clone for CepFunction<T, O, P> {
             spare: None,
             delta_partial: 0,
             delta_pending: 0,
+            delta_filtered: 0,
             _o: std::marker::PhantomData,
         }
     }
@@ -145,6 +150,7 @@ impl<T, O, P> CepFunction<T, O, P> {
             spare: None,
             delta_partial: 0,
             delta_pending: 0,
+            delta_filtered: 0,
             _o: std::marker::PhantomData,
         }
     }
@@ -176,6 +182,9 @@ impl<T, O, P> CepFunction<T, O, P> {
 
 impl<T, O, P> CepFunction<T, O, P> {
     fn flush_gauges(&mut self) {
+        if self.delta_filtered != 0 {
+            self.metrics.filtered.add(std::mem::take(&mut self.delta_filtered));
+        }
         self.metrics
             .partial_matches
             .add(std::mem::take(&mut self.delta_partial));
@@ -216,6 +225,16 @@ where
             self.metrics.late.inc();
             if let Some(tag) = &self.late {
                 out.side(tag, value);
+            }
+            return Ok(());
+        }
+        // Not when timed-out partial matches are asked for: a dropped event's time can
+        // decide whether a partial match times out or is pruned by a later match.
+        if self.timed_out.is_none() && !self.nfa.may_match(&value) {
+            // No step could take it and none needs to see it pass: nothing to keep.
+            self.delta_filtered += 1;
+            if self.delta_filtered >= FLUSH_EVERY as u64 {
+                self.flush_gauges();
             }
             return Ok(());
         }

@@ -62,6 +62,8 @@ pub(crate) struct Step<T> {
     /// Contiguity with the previous step (irrelevant for the first step and negations).
     pub(crate) contiguity: Contiguity,
     pub(crate) condition: Option<Condition<T>>,
+    /// Whether a condition sees the partial match (`where_iter`, `or_iter`).
+    pub(crate) iterative: bool,
     pub(crate) until: Option<Condition<T>>,
     pub(crate) min: u32,
     /// `None`: unbounded.
@@ -80,6 +82,7 @@ impl<T> Step<T> {
             kind,
             contiguity,
             condition: None,
+            iterative: false,
             until: None,
             min: 1,
             max: Some(1),
@@ -268,32 +271,38 @@ impl<T: 'static> Pattern<T> {
 
     /// Adds a condition (AND-ed with the existing one).
     pub fn where_(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
-        self.where_iter(move |e, _| f(e))
+        self.add_condition("where", move |e, _| f(e), false, true)
     }
 
     /// Adds an iterative condition, which also sees the partial match (AND-ed).
     pub fn where_iter(self, f: impl Fn(&T, &MatchContext<'_, T>) -> bool + Send + Sync + 'static) -> Self {
-        self.with_step("where", move |s| {
-            s.condition = Some(match s.condition.take() {
-                None => Arc::new(f),
-                Some(g) => Arc::new(move |e: &T, c: &MatchContext<'_, T>| g(e, c) && f(e, c)),
-            });
-            Ok(())
-        })
+        self.add_condition("where", f, true, true)
     }
 
     /// Adds an alternative condition (OR-ed with the existing one).
     pub fn or(self, f: impl Fn(&T) -> bool + Send + Sync + 'static) -> Self {
-        self.or_iter(move |e, _| f(e))
+        self.add_condition("or", move |e, _| f(e), false, false)
     }
 
     /// Adds an alternative iterative condition (OR-ed with the existing one).
     pub fn or_iter(self, f: impl Fn(&T, &MatchContext<'_, T>) -> bool + Send + Sync + 'static) -> Self {
-        self.with_step("or", move |s| {
+        self.add_condition("or", f, true, false)
+    }
+
+    fn add_condition(
+        self,
+        what: &str,
+        f: impl Fn(&T, &MatchContext<'_, T>) -> bool + Send + Sync + 'static,
+        iterative: bool,
+        and: bool,
+    ) -> Self {
+        self.with_step(what, move |s| {
             s.condition = Some(match s.condition.take() {
                 None => Arc::new(f),
+                Some(g) if and => Arc::new(move |e: &T, c: &MatchContext<'_, T>| g(e, c) && f(e, c)),
                 Some(g) => Arc::new(move |e: &T, c: &MatchContext<'_, T>| g(e, c) || f(e, c)),
             });
+            s.iterative |= iterative;
             Ok(())
         })
     }

@@ -255,7 +255,7 @@ impl PatternSpec {
                 Contig::Any => p.followed_by_any(&name),
             },
         };
-        p = p.where_iter(cond_fn(s.cond.clone()));
+        p = with_cond(p, &s.cond);
         p = match s.quant {
             Quant::One => p,
             Quant::Times(n) => p.times(n),
@@ -283,9 +283,22 @@ impl PatternSpec {
                 NegSpec::NotNext(c) => (p.not_next(&neg_name(i, j)), c),
                 NegSpec::NotFollowedBy(c) => (p.not_followed_by(&neg_name(i, j)), c),
             };
-            p = q.where_iter(cond_fn(c.clone()));
+            p = with_cond(q, c);
         }
         p
+    }
+}
+
+/// Adds `c` to the last step: as a plain condition when it does not look at the partial
+/// match (so that patterns the engine may filter events for are generated too), else as an
+/// iterative one.
+fn with_cond(p: Pattern<Ev>, c: &CondSpec) -> Pattern<Ev> {
+    match c {
+        CondSpec::IncreasingOver(..) | CondSpec::SumBelow(..) => p.where_iter(cond_fn(c.clone())),
+        plain => {
+            let plain = plain.clone();
+            p.where_(move |e| plain.eval(e, &|_| Vec::new()))
+        }
     }
 }
 
