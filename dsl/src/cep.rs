@@ -21,7 +21,7 @@ use crate::stream::{factory, Prototype, Stream};
 /// [`select`](Self::select), [`flat_select`](Self::flat_select) or [`process`](Self::process).
 pub struct PatternStream<K, T> {
     keyed: KeyedStream<K, T>,
-    nfa: Result<Arc<Nfa<T>>, String>,
+    nfa: Result<Nfa<T>, String>,
     tie_breaker: Option<TieBreaker<T>>,
     late: Option<OutputTag<T>>,
     timed_out: Option<OutputTag<TimedOut<T>>>,
@@ -61,7 +61,7 @@ impl<K: StateKey, T: StateData + Sync> KeyedStream<K, T> {
     pub fn pattern(&self, pattern: Pattern<T>) -> PatternStream<K, T> {
         PatternStream {
             keyed: self.clone(),
-            nfa: Nfa::compile(pattern).map(Arc::new).map_err(|e| e.to_string()),
+            nfa: Nfa::compile(pattern).map_err(|e| e.to_string()),
             tie_breaker: None,
             late: None,
             timed_out: None,
@@ -75,6 +75,35 @@ impl<K: StateKey, T: StateData + Sync> PatternStream<K, T> {
     /// matching does not depend on the order in which such events arrive.
     pub fn tie_breaker(mut self, f: impl Fn(&T, &T) -> std::cmp::Ordering + Send + Sync + 'static) -> Self {
         self.tie_breaker = Some(Arc::new(f));
+        self
+    }
+
+    /// Caps each key's partial matches at `n`: when an event leaves a key with more, the
+    /// ones that started earliest are dropped (counted in [`CepMetrics::dropped_partial_matches`],
+    /// not reported as timed out) — bounded memory for keys that would otherwise collect
+    /// partial matches without end (e.g. `one_or_more` without `within`), at the price of
+    /// the matches they would have completed. Unbounded by default.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(1);
+    /// let a_then_b = Pattern::begin("a")
+    ///     .where_(|e: &(char, i64)| e.0 == 'a')
+    ///     .followed_by("b")
+    ///     .where_(|e: &(char, i64)| e.0 == 'b');
+    /// let matches = env.from_collection(vec![('a', 1i64), ('a', 2), ('a', 3), ('b', 4)])
+    ///     .assign_timestamps(|e| e.1, BoundedOutOfOrderness::monotonous())
+    ///     .key_by(|_| 0u8)
+    ///     .pattern(a_then_b)
+    ///     .max_partial_matches(1); // without it: three matches, one per `a`
+    /// let metrics = matches.metrics();
+    /// let starts = matches.select(|m| m.get("a")[0].1).collect();
+    /// env.execute("cap").unwrap();
+    /// assert_eq!(starts.take(), vec![3]);
+    /// assert_eq!(metrics.dropped_partial_matches.get(), 2);
+    /// ```
+    pub fn max_partial_matches(mut self, n: usize) -> Self {
+        self.nfa = self.nfa.map(|nfa| nfa.with_max_partial_matches(n));
         self
     }
 
@@ -102,7 +131,7 @@ impl<K: StateKey, T: StateData + Sync> PatternStream<K, T> {
     /// Hands each match to `function`, which emits any number of records.
     pub fn process<O: Data, P: PatternProcessFunction<T, O> + Clone>(self, function: P) -> Stream<O> {
         let nfa = match self.nfa {
-            Ok(nfa) => nfa,
+            Ok(nfa) => Arc::new(nfa),
             Err(e) => {
                 let message = format!("CEP pattern: {e}");
                 self.keyed.input().b.borrow_mut().error(message.clone());
