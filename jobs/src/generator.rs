@@ -36,6 +36,8 @@ pub struct LoadProgress {
     pub malformed: AtomicU64,
     /// Set (by anyone) to stop early.
     pub stop: AtomicBool,
+    /// When the load started: payment `i` is due at `started + i / rate`.
+    pub started: std::sync::OnceLock<Instant>,
 }
 
 impl PaymentLoad {
@@ -45,7 +47,7 @@ impl PaymentLoad {
         let producer: BaseProducer = config
             .client_config(&[("linger.ms", "5"), ("queue.buffering.max.messages", "1000000")])
             .create()?;
-        let started = Instant::now();
+        let started = *progress.started.get_or_init(Instant::now);
         let mut payload = Vec::with_capacity(160);
         let mut key = String::with_capacity(16);
         let end = self.start.saturating_add(self.count);

@@ -26,6 +26,7 @@ use floe_dsl::prelude::*;
 use floe_jobs::fraud::{self, Alert};
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
+use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 
@@ -38,6 +39,9 @@ struct Args {
     /// A Kafka broker to use instead of the embedded one (topics are created if missing)
     #[arg(long, env = "FLOE_BROKERS")]
     brokers: Option<String>,
+    /// A librdkafka property for every client, e.g. -X fetch.wait.max.ms=10 (repeatable)
+    #[arg(short = 'X', long = "kafka-property")]
+    kafka_properties: Vec<String>,
     /// Payments to generate (0: until Ctrl-C)
     #[arg(long, default_value_t = 1_000_000)]
     count: u64,
@@ -65,6 +69,9 @@ struct Args {
     /// Alerts printed in full (the rest are counted)
     #[arg(long, default_value_t = 20)]
     print: usize,
+    /// Write alerts at least once (flushed at each checkpoint) instead of exactly once
+    #[arg(long)]
+    at_least_once: bool,
 }
 
 const PAYMENTS: &str = "payments";
@@ -96,7 +103,9 @@ fn main() -> anyhow::Result<()> {
         (None, Some(m)) => m.bootstrap_servers(),
         (None, None) => unreachable!("a mock cluster is started when no broker is given"),
     };
-    let kafka = KafkaConfig::new(&brokers);
+    let kafka = KafkaConfig::new(&brokers)
+        .with_properties(args.kafka_properties.iter().map(String::as_str))
+        .map_err(anyhow::Error::msg)?;
     for (topic, partitions) in [(PAYMENTS, PARTITIONS), (ALERTS, PARTITIONS), (DLQ, 1)] {
         match &mock {
             Some(m) => m
@@ -173,19 +182,29 @@ fn main() -> anyhow::Result<()> {
         KafkaSink::builder(kafka.clone(), ALERTS)
             .serializer(JsonOut)
             .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
-            .delivery(Delivery::ExactlyOnce)
+            .delivery(if args.at_least_once {
+                Delivery::AtLeastOnce
+            } else {
+                Delivery::ExactlyOnce
+            })
             .build()?,
     );
     let job = env.execute_async("fraud-demo")?;
 
     // The alerts, as they are committed.
     let alerts = Arc::new(Mutex::new(Vec::<Alert>::new()));
+    let latency = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let printed = Arc::new(AtomicU64::new(0));
     let stop_printer = Arc::new(AtomicBool::new(false));
     let printer = {
         let (kafka, alerts, printed, stop) = (kafka.clone(), alerts.clone(), printed.clone(), stop_printer.clone());
+        let watch = Latency {
+            progress: progress.clone(),
+            rate: args.rate,
+            histogram: latency.clone(),
+        };
         let limit = args.print;
-        std::thread::spawn(move || print_alerts(&kafka, limit, &alerts, &printed, &stop))
+        std::thread::spawn(move || print_alerts(&kafka, limit, &alerts, &printed, &stop, &watch))
     };
 
     // Progress, until the load is written and read, or Ctrl-C.
@@ -245,6 +264,18 @@ fn main() -> anyhow::Result<()> {
         cep.late.get(),
         result.last_checkpoint,
     );
+    if let Ok(h) = latency.lock() {
+        if !h.is_empty() {
+            println!(
+                "alert latency (last payment due → alert read): p50 {} ms, p99 {} ms, p99.9 {} ms, max {} ms over {} alerts",
+                h.value_at_quantile(0.5),
+                h.value_at_quantile(0.99),
+                h.value_at_quantile(0.999),
+                h.max(),
+                h.len()
+            );
+        }
+    }
     if was_interrupted {
         println!("stopped by Ctrl-C; checkpoints and state are in {}", work.display());
         return Ok(());
@@ -268,6 +299,30 @@ fn main() -> anyhow::Result<()> {
     }
 }
 
+/// What an alert's latency is measured from: the time its last payment was due to be sent.
+struct Latency {
+    progress: Arc<LoadProgress>,
+    rate: u64,
+    histogram: Arc<Mutex<Histogram<u64>>>,
+}
+
+impl Latency {
+    /// Records the latency of `alert`, read now (ms), if the load is paced.
+    fn record(&self, alert: &Alert) {
+        let (Some(started), Some(last)) = (self.progress.started.get(), alert.event_ids.iter().max()) else {
+            return;
+        };
+        if self.rate == 0 {
+            return;
+        }
+        let due = *started + Duration::from_secs_f64(*last as f64 / self.rate as f64);
+        let ms = Instant::now().saturating_duration_since(due).as_millis() as u64;
+        if let Ok(mut h) = self.histogram.lock() {
+            let _ = h.record(ms);
+        }
+    }
+}
+
 /// Reads the alerts topic from the beginning, printing the first `limit` alerts and keeping
 /// all of them, until `stop` is set and the topic is read to its end.
 fn print_alerts(
@@ -276,6 +331,7 @@ fn print_alerts(
     alerts: &Mutex<Vec<Alert>>,
     printed: &AtomicU64,
     stop: &AtomicBool,
+    latency: &Latency,
 ) -> anyhow::Result<()> {
     let consumer: BaseConsumer = kafka
         .client_config(&[("group.id", "fraud-demo-printer"), ("enable.auto.commit", "false")])
@@ -293,6 +349,7 @@ fn print_alerts(
                 let Some(alert) = m.payload().and_then(|p| serde_json::from_slice::<Alert>(p).ok()) else {
                     continue;
                 };
+                latency.record(&alert);
                 let mut all = alerts.lock().map_err(|_| anyhow::anyhow!("alert list poisoned"))?;
                 if all.len() < limit {
                     eprint!("\r\x1b[2K");
