@@ -25,7 +25,10 @@ impl ClientContext for SourceContext {
     fn error(&self, error: KafkaError, reason: &str) {
         // The end of a partition reaches here as a "global error" on bounded reads: it is
         // how they end, not a failure.
-        if matches!(error, KafkaError::PartitionEOF(_)) {
+        if matches!(
+            error,
+            KafkaError::PartitionEOF(_) | KafkaError::Global(rdkafka::types::RDKafkaErrorCode::PartitionEOF)
+        ) {
             debug!(%reason, "librdkafka: end of partition");
         } else {
             tracing::error!(error = %error, %reason, "librdkafka error");
