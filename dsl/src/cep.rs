@@ -171,8 +171,23 @@ impl<K: StateKey, T: StateData + Sync> PatternStream<K, T> {
                 "Partial matches dropped at the per-key cap",
                 &m.dropped_partial_matches,
             ),
+            (
+                "floe_cep_filtered_events_total",
+                "Events no step could take, dropped on arrival",
+                &m.filtered,
+            ),
         ] {
             registry.register_counter(name, help, &[("operator", &operator)], c);
+        }
+        for (name, help, g) in [
+            ("floe_cep_partial_matches", "Partial matches alive", &m.partial_matches),
+            (
+                "floe_cep_pending_events",
+                "Events waiting for the watermark",
+                &m.pending_events,
+            ),
+        ] {
+            registry.register_gauge(name, help, &[("operator", &operator)], g);
         }
         stream
     }

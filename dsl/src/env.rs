@@ -48,6 +48,8 @@ struct EnvOnlyArgs {
 pub struct Env {
     pub(crate) b: Rc<RefCell<Builder>>,
     clock: Arc<dyn Clock>,
+    /// The metrics endpoint (`--metrics-addr`), served while the environment lives.
+    metrics: Option<Rc<floe_runtime::metrics::server::MetricsServer>>,
 }
 
 impl Env {
@@ -84,7 +86,36 @@ impl Env {
     /// assert!(Env::from_options(&bad).is_err());
     /// ```
     pub fn from_options(options: &EnvOptions) -> Result<Env> {
-        Ok(Env::with_config(options.resolve()?))
+        let config = options.resolve()?;
+        let metrics = match config.metrics_addr {
+            None => None,
+            Some(addr) => {
+                let server = floe_runtime::metrics::server::MetricsServer::start(
+                    addr,
+                    floe_runtime::metrics::Registry::global().clone(),
+                )
+                .map_err(|e| DslError::Config(format!("--metrics-addr {addr}: cannot listen there ({e})")))?;
+                tracing::info!(url = %format!("http://{}/metrics", server.addr()), "serving metrics");
+                Some(Rc::new(server))
+            }
+        };
+        let mut env = Env::with_config(config);
+        env.metrics = metrics;
+        Ok(env)
+    }
+
+    /// Where the metrics endpoint listens, if `--metrics-addr` started one.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let options = EnvOptions { metrics_addr: Some("127.0.0.1:0".into()), ..Default::default() };
+    /// let env = Env::from_options(&options).unwrap();
+    /// assert!(env.metrics_addr().is_some_and(|a| a.port() != 0));
+    /// let bad = EnvOptions { metrics_addr: Some("localhost".into()), ..Default::default() };
+    /// assert!(Env::from_options(&bad).is_err());
+    /// ```
+    pub fn metrics_addr(&self) -> Option<std::net::SocketAddr> {
+        self.metrics.as_ref().map(|m| m.addr())
     }
 
     /// An environment with default options and the given parallelism (for tests and
@@ -113,6 +144,7 @@ impl Env {
         Env {
             b: Rc::new(RefCell::new(Builder::new(config))),
             clock: Arc::new(SystemClock),
+            metrics: None,
         }
     }
 

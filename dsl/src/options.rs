@@ -74,6 +74,10 @@ pub struct EnvOptions {
     /// Resume from the savepoint in this directory (at any parallelism)
     #[arg(long, env = "FLOE_FROM_SAVEPOINT")]
     pub from_savepoint: Option<PathBuf>,
+    /// Serve the process's metrics for Prometheus at http://ADDR/metrics (e.g.
+    /// 127.0.0.1:9464; keep it on loopback unless a firewall guards it)
+    #[arg(long, env = "FLOE_METRICS_ADDR")]
+    pub metrics_addr: Option<String>,
     /// TOML file with any of these options (keys as the flags, with `_` for `-`)
     #[arg(long, env = "FLOE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -98,6 +102,7 @@ struct FileOptions {
     state_dir: Option<PathBuf>,
     state_cache_entries: Option<usize>,
     state_block_cache_mb: Option<usize>,
+    metrics_addr: Option<String>,
 }
 
 /// Resolved, validated options.
@@ -133,6 +138,8 @@ pub struct JobConfig {
     pub from_savepoint: Option<PathBuf>,
     /// Where keyed state lives.
     pub state_backend: floe_checkpoints::StateBackendKind,
+    /// Where the metrics endpoint listens (`--metrics-addr`), if anywhere.
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 impl Default for JobConfig {
@@ -154,6 +161,7 @@ impl Default for JobConfig {
             } else {
                 floe_checkpoints::StateBackendKind::Memory
             },
+            metrics_addr: None,
         }
     }
 }
@@ -228,6 +236,14 @@ impl EnvOptions {
                         "state_backend = {other:?} is not a backend: use \"memory\" or \"rocksdb\""
                     )))
                 }
+            },
+            metrics_addr: match self.metrics_addr.clone().or(file.metrics_addr) {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| {
+                    DslError::Config(format!(
+                        "--metrics-addr {a:?} is not an address: give IP:PORT, e.g. 127.0.0.1:9464"
+                    ))
+                })?),
             },
         };
         c.validate()?;

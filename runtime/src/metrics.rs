@@ -17,6 +17,8 @@
 //! assert!(text.contains("floe_dead_letters_total{source=\"payments\"} 3"));
 //! ```
 
+pub mod server;
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -149,6 +151,12 @@ impl Registry {
     /// reports its own count).
     pub fn register_counter(&self, name: &str, help: &str, labels: &[(&str, &str)], counter: &Counter) {
         self.insert(name, help, labels, Handle::Counter(counter.clone()));
+    }
+
+    /// Lists `gauge` (a handle an operator already has) as `name` with `labels`, in place of
+    /// any series of the same name and labels.
+    pub fn register_gauge(&self, name: &str, help: &str, labels: &[(&str, &str)], gauge: &Gauge) {
+        self.insert(name, help, labels, Handle::Gauge(gauge.clone()));
     }
 
     fn insert(&self, name: &str, help: &str, labels: &[(&str, &str)], handle: Handle) {

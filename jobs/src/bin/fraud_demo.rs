@@ -69,6 +69,9 @@ struct Args {
     /// Alerts printed in full (the rest are counted)
     #[arg(long, default_value_t = 20)]
     print: usize,
+    /// Serve metrics for Prometheus at http://ADDR/metrics, e.g. 127.0.0.1:9464
+    #[arg(long)]
+    metrics_addr: Option<String>,
     /// Write alerts at least once (flushed at each checkpoint) instead of exactly once
     #[arg(long)]
     at_least_once: bool,
@@ -160,6 +163,7 @@ fn main() -> anyhow::Result<()> {
         checkpoint_dir: Some(work.join("checkpoints")),
         checkpoint_interval_ms: Some(args.checkpoint_interval_ms),
         state_dir: Some(work.join("state")),
+        metrics_addr: args.metrics_addr.clone(),
         ..EnvOptions::default()
     };
     let env = Env::from_options(&options)?;
