@@ -285,6 +285,10 @@ mod tests {
             10,
             "the registered handle replaced the old one"
         );
+        let g = Gauge::default();
+        r.register_gauge("g", "h", &[], &g);
+        g.set(-4);
+        assert_eq!(r.sum("g", &[]), -4);
     }
 
     #[test]
