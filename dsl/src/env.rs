@@ -416,6 +416,25 @@ impl Env {
         Ok(result?)
     }
 
+    /// The job graph as it would run (operators, parallelism, chains, edges), to print as
+    /// JSON (`serde_json::to_string(&g)`) or Graphviz DOT (`g.to_dot()`), without running it.
+    ///
+    /// ```
+    /// use floe_dsl::prelude::*;
+    /// let env = Env::local(2);
+    /// env.from_collection(vec![1u32, 2]).map(|x| x + 1).key_by(|x| *x).reduce(|a, b| a + b).print();
+    /// let g = env.graph("plan").unwrap();
+    /// assert_eq!(g.nodes.len(), 4);
+    /// assert!(g.edges.iter().any(|e| e.ship == "hash" && !e.chained));
+    /// assert!(g.edges.iter().any(|e| e.chained), "map is chained to its source");
+    /// assert!(g.to_dot().contains("->"));
+    /// assert!(serde_json::to_string(&g).unwrap().contains("\"parallelism\":2"));
+    /// ```
+    pub fn graph(&self, name: &str) -> Result<floe_runtime::describe::GraphDescription> {
+        let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
+        Ok(floe_runtime::describe::describe(&graph, &self.execution_config()))
+    }
+
     /// Starts the job and returns a handle to checkpoint, stop or cancel it.
     ///
     /// ```

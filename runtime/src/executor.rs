@@ -289,7 +289,7 @@ pub fn execute(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobResult> 
 }
 
 /// Which node each node is chained to (its predecessor in the same task), if any.
-fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Option<NodeId>> {
+pub(crate) fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -> Vec<Option<NodeId>> {
     graph
         .nodes
         .iter()

@@ -13,6 +13,7 @@
 mod align;
 mod chain;
 mod coordinator;
+pub mod describe;
 mod element;
 mod error;
 mod executor;
