@@ -51,8 +51,10 @@ pub use self::builder::{KafkaSourceBuilder, TimestampsFrom};
 pub use self::deser::{AndThen, Bytes, Deserializer, Envelope, Json, KafkaMessage, Utf8, WithMetadata};
 pub use self::partitions::{assigned_subtask, OffsetReset, StartPosition};
 
-/// How long `poll_batch` asks to wait when no record is there.
-const POLL_IDLE: Duration = Duration::from_millis(10);
+/// How long a `poll_batch` that finds no record waits in librdkafka for one (it returns as
+/// soon as one arrives, so a quiet source reacts at once and a busy one never sleeps past
+/// its data; the task checks for barriers and stop requests between calls).
+const POLL_WAIT: Duration = Duration::from_millis(5);
 /// Completed-checkpoint offsets kept for committing (older ones are dropped).
 const MAX_PENDING_COMMITS: usize = 16;
 
@@ -294,8 +296,9 @@ impl<T: Data> KafkaSource<T> {
         let mut finished: Vec<usize> = Vec::new();
         let mut eof = false;
         let mut read = 0;
+        let mut wait = POLL_WAIT;
         while read < max {
-            let m = match run.consumer.poll(Duration::ZERO) {
+            let m = match run.consumer.poll(std::mem::take(&mut wait)) {
                 None => break,
                 Some(Ok(m)) => m,
                 Some(Err(KafkaError::PartitionEOF(_))) => {
@@ -415,7 +418,8 @@ impl<T: Data> KafkaSource<T> {
         Ok(if read > 0 {
             SourceStatus::More
         } else {
-            SourceStatus::Idle(POLL_IDLE)
+            // It waited in `poll` already.
+            SourceStatus::Idle(Duration::ZERO)
         })
     }
 }
