@@ -2,6 +2,7 @@
 //! bounded, ends), and assigning them to the consumer.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -47,6 +48,9 @@ pub(super) struct Running {
     pub(super) parts: Vec<Partition>,
     pub(super) topic_ids: HashMap<String, usize>,
     pub(super) index: HashMap<(usize, i32), usize>,
+    /// The partition the last lookup found (`usize::MAX`: none): records come in runs from
+    /// one partition. Atomic only so that an unopened source stays `Sync`.
+    last_lookup: AtomicUsize,
     /// The first discovery is done (or was before the checkpoint restored): partitions found
     /// from now on are new and start at the earliest offset.
     pub(super) initial_done: bool,
@@ -81,6 +85,7 @@ impl Running {
             parts: Vec::new(),
             topic_ids: HashMap::new(),
             index: HashMap::new(),
+            last_lookup: AtomicUsize::new(usize::MAX),
             initial_done: false,
             discovered: false,
             next_discovery: Some(Instant::now()),
@@ -94,9 +99,18 @@ impl Running {
         }
     }
 
+    /// The index in `parts` of `partition` of `topic`, if this subtask reads it.
     pub(super) fn lookup(&self, topic: &str, partition: i32) -> Option<usize> {
+        let last = self.last_lookup.load(Ordering::Relaxed);
+        if let Some(p) = self.parts.get(last) {
+            if p.partition == partition && &*p.topic == topic {
+                return Some(last);
+            }
+        }
         let t = *self.topic_ids.get(topic)?;
-        self.index.get(&(t, partition)).copied()
+        let i = self.index.get(&(t, partition)).copied()?;
+        self.last_lookup.store(i, Ordering::Relaxed);
+        Some(i)
     }
 
     /// Adds partition `partition` of `topic` if this subtask owns it and does not read it yet.

@@ -42,11 +42,15 @@ impl std::fmt::Debug for KafkaMessage<'_> {
     }
 }
 
+/// Headers given as (name, value) pairs.
+type HeaderSlice<'a> = &'a [(&'a str, Option<&'a [u8]>)];
+
 #[derive(Clone, Copy)]
 enum HeadersView<'a> {
     None,
-    Borrowed(&'a BorrowedHeaders),
-    Slice(&'a [(&'a str, Option<&'a [u8]>)]),
+    /// Read from the message only if asked for (most deserializers never look).
+    Message(&'a BorrowedMessage<'a>),
+    Slice(HeaderSlice<'a>),
 }
 
 impl<'a> KafkaMessage<'a> {
@@ -77,7 +81,7 @@ impl<'a> KafkaMessage<'a> {
     }
 
     /// A view of a message the consumer returned.
-    pub(crate) fn from_borrowed(m: &'a BorrowedMessage<'_>) -> Self {
+    pub(crate) fn from_borrowed(m: &'a BorrowedMessage<'a>) -> Self {
         KafkaMessage {
             topic: m.topic(),
             partition: m.partition(),
@@ -85,7 +89,7 @@ impl<'a> KafkaMessage<'a> {
             timestamp: m.timestamp().to_millis(),
             key: m.key(),
             payload: m.payload(),
-            headers: m.headers().map_or(HeadersView::None, HeadersView::Borrowed),
+            headers: HeadersView::Message(m),
         }
     }
 
@@ -121,16 +125,15 @@ impl<'a> KafkaMessage<'a> {
 
     /// Its headers in order, as (name, value); a header may have a null value.
     pub fn headers(&self) -> impl Iterator<Item = (&'a str, Option<&'a [u8]>)> + 'a {
-        let view = self.headers;
-        let count = match view {
-            HeadersView::None => 0,
-            HeadersView::Borrowed(h) => h.count(),
-            HeadersView::Slice(s) => s.len(),
+        let (borrowed, slice): (Option<&'a BorrowedHeaders>, HeaderSlice<'a>) = match self.headers {
+            HeadersView::None => (None, &[]),
+            HeadersView::Message(m) => (m.headers(), &[]),
+            HeadersView::Slice(s) => (None, s),
         };
-        (0..count).filter_map(move |i| match view {
-            HeadersView::None => None,
-            HeadersView::Borrowed(h) => h.try_get(i).map(|h| (h.key, h.value)),
-            HeadersView::Slice(s) => s.get(i).copied(),
+        let count = borrowed.map_or(slice.len(), |h| h.count());
+        (0..count).filter_map(move |i| match borrowed {
+            Some(h) => h.try_get(i).map(|h| (h.key, h.value)),
+            None => slice.get(i).copied(),
         })
     }
 
