@@ -366,4 +366,61 @@ mod tests {
         }
         assert_eq!(arrival, vec![(1, 2), (2, 1), (2, 3)]);
     }
+
+    /// (key, kind, id)
+    type Ev = (u8, char, u32);
+
+    fn harness(late: &OutputTag<Ev>, timed_out: &OutputTag<TimedOut<Ev>>) -> floe_runtime::harness::OperatorHarness {
+        use crate::cep::Pattern;
+        use crate::keyed::KeyedProcessOperator;
+        let pattern = Pattern::begin("a")
+            .where_(|e: &Ev| e.1 == 'a')
+            .followed_by("b")
+            .where_(|e: &Ev| e.1 == 'b')
+            .within(std::time::Duration::from_millis(100));
+        let nfa = Arc::new(Nfa::compile(pattern).unwrap());
+        let select = |m: Match<Ev>, out: &mut Collector<(u32, u32)>| -> Result<(), UserError> {
+            out.collect((m.get("a")[0].2, m.get("b")[0].2));
+            Ok(())
+        };
+        let f = CepFunction::new(nfa, select)
+            .with_late_output(Some(late.clone()))
+            .with_timed_out_output(Some(timed_out.clone()));
+        let op = KeyedProcessOperator::new(Arc::new(|e: &Ev| e.0), f);
+        let info = floe_runtime::TaskInfo::new("t", "cep", 0, 1, 128);
+        floe_runtime::harness::OperatorHarness::new(Box::new(op), info, 0).unwrap()
+    }
+
+    #[test]
+    fn events_wait_for_the_watermark_late_ones_go_aside_and_expired_partials_time_out() {
+        use floe_runtime::Record;
+        let late: OutputTag<Ev> = OutputTag::new("late");
+        let timed_out: OutputTag<TimedOut<Ev>> = OutputTag::new("timed-out");
+        let mut h = harness(&late, &timed_out);
+        // Out of order within the watermark's bound: matched in event-time order.
+        h.process::<Ev>(vec![Record::new((1, 'b', 2), 20), Record::new((1, 'a', 1), 10)])
+            .unwrap();
+        assert!(
+            h.take_values::<(u32, u32)>().unwrap().is_empty(),
+            "nothing before the watermark"
+        );
+        h.watermark(30).unwrap();
+        assert_eq!(h.take_values::<(u32, u32)>().unwrap(), vec![(1, 2)]);
+        // Behind the watermark: late, not matched.
+        h.process::<Ev>(vec![Record::new((1, 'a', 3), 25), Record::new((2, 'a', 4), 40)])
+            .unwrap();
+        let aside = h.take_side::<Ev>(late.id()).unwrap();
+        assert_eq!(aside.iter().map(|r| r.value.2).collect::<Vec<_>>(), vec![3]);
+        // Key 2's `a` never sees a `b`: it times out once the watermark passes 40 + 100.
+        h.watermark(139).unwrap();
+        assert!(h.take_side::<TimedOut<Ev>>(timed_out.id()).unwrap().is_empty());
+        h.watermark(140).unwrap();
+        let expired = h.take_side::<TimedOut<Ev>>(timed_out.id()).unwrap();
+        assert_eq!(expired.len(), 1);
+        assert_eq!(
+            (expired[0].value.get("a")[0].2, expired[0].value.timeout_timestamp()),
+            (4, 140)
+        );
+        assert!(h.take_values::<(u32, u32)>().unwrap().is_empty());
+    }
 }
