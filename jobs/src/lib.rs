@@ -7,4 +7,5 @@
 
 pub mod fraud;
 pub mod generator;
+pub mod kafka_args;
 pub mod payments;

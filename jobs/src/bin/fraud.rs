@@ -13,23 +13,15 @@
 
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
-use floe_dsl::kafka::sink::{Delivery, Json as JsonOut, KafkaSink};
+use clap::Parser;
+use floe_dsl::kafka::sink::{Json as JsonOut, KafkaSink};
 use floe_dsl::kafka::source::{Json, KafkaSource, StartPosition, TimestampsFrom};
-use floe_dsl::kafka::{KafkaConfig, DEAD_LETTERS_METRIC};
+use floe_dsl::kafka::DEAD_LETTERS_METRIC;
 use floe_dsl::metrics::Registry;
 use floe_dsl::prelude::*;
 use floe_jobs::fraud::{self, Alert};
+use floe_jobs::kafka_args::KafkaArgs;
 use floe_jobs::payments::Payment;
-
-/// How alerts are delivered.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Guarantee {
-    /// Flushed at every checkpoint: nothing lost, duplicates after a crash
-    AtLeastOnce,
-    /// Kafka transactions committed with each checkpoint
-    ExactlyOnce,
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,12 +31,8 @@ enum Guarantee {
 struct Args {
     #[command(flatten)]
     floe: EnvOptions,
-    /// Kafka bootstrap servers
-    #[arg(long, env = "FLOE_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// A librdkafka property passed to every client, e.g. -X security.protocol=SSL (repeatable)
-    #[arg(short = 'X', long = "kafka-property")]
-    kafka_properties: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Topic of payment events
     #[arg(long, default_value = "payments")]
     input: String,
@@ -57,9 +45,6 @@ struct Args {
     /// Consumer group the offsets of completed checkpoints are committed to
     #[arg(long, default_value = "floe-fraud")]
     group: String,
-    /// Delivery guarantee of the alerts and the dead letters
-    #[arg(long, value_enum, default_value_t = Guarantee::ExactlyOnce)]
-    delivery: Guarantee,
     /// How far behind the largest event time the watermark stays (ms)
     #[arg(long, default_value_t = 2_000)]
     out_of_orderness_ms: u64,
@@ -75,13 +60,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging();
     let env = Env::from_options(&args.floe)?;
-    let kafka = KafkaConfig::new(&args.brokers)
-        .with_properties(args.kafka_properties.iter().map(String::as_str))
-        .map_err(anyhow::Error::msg)?;
-    let delivery = match args.delivery {
-        Guarantee::AtLeastOnce => Delivery::AtLeastOnce,
-        Guarantee::ExactlyOnce => Delivery::ExactlyOnce,
-    };
+    let kafka = args.kafka.config()?;
+    let delivery = args.kafka.sink_delivery();
     anyhow::ensure!(args.idle_timeout_ms > 0, "--idle-timeout-ms must be positive");
     let mut source = KafkaSource::builder(kafka.clone())
         .topic(&args.input)

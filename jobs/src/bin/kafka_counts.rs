@@ -11,25 +11,14 @@
 //!     --checkpoint-dir chk/ --checkpoint-interval-ms 1000
 //! ```
 
-use clap::{Parser, ValueEnum};
-use floe_dsl::kafka::sink::{Delivery, Json as JsonOut, KafkaSink};
+use clap::Parser;
+use floe_dsl::kafka::sink::{Json as JsonOut, KafkaSink};
 use floe_dsl::kafka::source::{Deserializer, Json, KafkaSource, StartPosition};
-use floe_dsl::kafka::KafkaConfig;
 use floe_dsl::kafka::DEAD_LETTERS_METRIC;
 use floe_dsl::metrics::Registry;
 use floe_dsl::prelude::*;
+use floe_jobs::kafka_args::KafkaArgs;
 use serde::{Deserialize, Serialize};
-
-/// How the output is delivered.
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum Guarantee {
-    /// Fire and forget
-    None,
-    /// Flushed at every checkpoint: nothing lost, duplicates after a crash
-    AtLeastOnce,
-    /// Kafka transactions committed with each checkpoint
-    ExactlyOnce,
-}
 
 #[derive(Parser, Debug)]
 #[command(
@@ -39,12 +28,8 @@ enum Guarantee {
 struct Args {
     #[command(flatten)]
     floe: EnvOptions,
-    /// Kafka bootstrap servers
-    #[arg(long, env = "FLOE_BROKERS", default_value = "127.0.0.1:9092")]
-    brokers: String,
-    /// A librdkafka property passed to every client, e.g. -X security.protocol=SASL_SSL (repeatable)
-    #[arg(short = 'X', long = "kafka-property")]
-    kafka_properties: Vec<String>,
+    #[command(flatten)]
+    kafka: KafkaArgs,
     /// Topic to read
     #[arg(long, default_value = "events")]
     input: String,
@@ -57,9 +42,6 @@ struct Args {
     /// Consumer group the offsets of completed checkpoints are committed to
     #[arg(long, default_value = "floe-kafka-counts")]
     group: String,
-    /// Delivery guarantee of the output and the dead letters
-    #[arg(long, value_enum, default_value_t = Guarantee::ExactlyOnce)]
-    delivery: Guarantee,
     /// Stop at the end of the input as it is when the job starts (instead of following it)
     #[arg(long)]
     bounded: bool,
@@ -90,14 +72,8 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     init_logging();
     let env = Env::from_options(&args.floe)?;
-    let kafka = KafkaConfig::new(&args.brokers)
-        .with_properties(args.kafka_properties.iter().map(String::as_str))
-        .map_err(anyhow::Error::msg)?;
-    let delivery = match args.delivery {
-        Guarantee::None => Delivery::None,
-        Guarantee::AtLeastOnce => Delivery::AtLeastOnce,
-        Guarantee::ExactlyOnce => Delivery::ExactlyOnce,
-    };
+    let kafka = args.kafka.config()?;
+    let delivery = args.kafka.sink_delivery();
     let mut source = KafkaSource::builder(kafka.clone())
         .topic(&args.input)
         .deserializer(Json::<Event>::new().and_then(valid))

@@ -1,0 +1,63 @@
+//! Command-line options the Kafka jobs share: where the brokers are, librdkafka properties,
+//! and the delivery guarantee of what the job writes.
+
+use clap::{Args, ValueEnum};
+use floe_dsl::kafka::sink::Delivery;
+use floe_dsl::kafka::KafkaConfig;
+
+/// How a job's output (and its dead letters) is delivered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Guarantee {
+    /// Fire and forget
+    None,
+    /// Flushed at every checkpoint: nothing lost, duplicates after a crash
+    AtLeastOnce,
+    /// Kafka transactions committed with each checkpoint
+    ExactlyOnce,
+}
+
+/// `--brokers`, `-X key=value` and `--delivery`.
+///
+/// ```
+/// use clap::Parser;
+/// use floe_jobs::kafka_args::{Guarantee, KafkaArgs};
+/// #[derive(Parser)]
+/// struct Job {
+///     #[command(flatten)]
+///     kafka: KafkaArgs,
+/// }
+/// let job = Job::parse_from(["job", "--brokers", "b:9092", "-X", "client.id=me", "--delivery", "at-least-once"]);
+/// assert_eq!(job.kafka.delivery, Guarantee::AtLeastOnce);
+/// assert_eq!(job.kafka.config().unwrap().properties.get("client.id").map(String::as_str), Some("me"));
+/// assert!(Job::parse_from(["job", "-X", "no-equals-sign"]).kafka.config().is_err());
+/// ```
+#[derive(Args, Clone, Debug)]
+pub struct KafkaArgs {
+    /// Kafka bootstrap servers
+    #[arg(long, env = "FLOE_BROKERS", default_value = "127.0.0.1:9092")]
+    pub brokers: String,
+    /// A librdkafka property passed to every client, e.g. -X security.protocol=SSL (repeatable)
+    #[arg(short = 'X', long = "kafka-property")]
+    pub kafka_properties: Vec<String>,
+    /// Delivery guarantee of the output and the dead letters
+    #[arg(long, value_enum, default_value_t = Guarantee::ExactlyOnce)]
+    pub delivery: Guarantee,
+}
+
+impl KafkaArgs {
+    /// The client configuration, or what is wrong with a `-X` property.
+    pub fn config(&self) -> anyhow::Result<KafkaConfig> {
+        KafkaConfig::new(&self.brokers)
+            .with_properties(self.kafka_properties.iter().map(String::as_str))
+            .map_err(anyhow::Error::msg)
+    }
+
+    /// The sinks' delivery guarantee.
+    pub fn sink_delivery(&self) -> Delivery {
+        match self.delivery {
+            Guarantee::None => Delivery::None,
+            Guarantee::AtLeastOnce => Delivery::AtLeastOnce,
+            Guarantee::ExactlyOnce => Delivery::ExactlyOnce,
+        }
+    }
+}
