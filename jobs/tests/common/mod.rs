@@ -37,7 +37,13 @@ pub const END: &str = "__end_of_test__";
 pub fn read_all(broker: &TestBroker, topic: &str) -> Vec<Read> {
     let consumer: BaseConsumer = broker
         .config()
-        .client_config(&[("group.id", "crash-test-reader"), ("enable.auto.commit", "false")])
+        .client_config(&[
+            ("group.id", "crash-test-reader"),
+            ("enable.auto.commit", "false"),
+            // The test broker holds every fetch for the whole wait, even with data to
+            // return: with librdkafka's 500 ms, reading many small batches takes minutes.
+            ("fetch.wait.max.ms", "10"),
+        ])
         .create()
         .unwrap();
     let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
