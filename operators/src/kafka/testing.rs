@@ -16,12 +16,22 @@ use rdkafka::producer::DefaultProducerContext;
 
 use super::KafkaConfig;
 
+/// The repository's `scripts/<name>`: found from the crate whose tests run (cargo sets
+/// `CARGO_MANIFEST_DIR` for them), else from where this crate was compiled. (A build cache
+/// shared between checkouts can hold this crate compiled in another checkout.)
+fn script(name: &str) -> PathBuf {
+    let running = std::env::var_os("CARGO_MANIFEST_DIR").map(|d| PathBuf::from(d).join("../scripts").join(name));
+    running
+        .filter(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts").join(name))
+}
+
 /// The repository's `scripts/tansu.sh`, which prints the broker's path (installing it).
 fn tansu_path() -> io::Result<PathBuf> {
     if let Ok(p) = std::env::var("FLOE_TANSU") {
         return Ok(PathBuf::from(p));
     }
-    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/tansu.sh");
+    let script = script("tansu.sh");
     let out = Command::new("bash").arg(&script).stderr(Stdio::inherit()).output()?;
     if !out.status.success() {
         return Err(io::Error::other(format!(
@@ -99,7 +109,7 @@ impl TestBroker {
                 String::from_utf8_lossy(&out.stderr)
             )));
         }
-        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../scripts/tls-proxy.py");
+        let script = script("tls-proxy.py");
         let mut child = Command::new("python3")
             .arg(&script)
             .arg(&cert)
