@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use floe_dsl::cep::{AfterMatchSkipStrategy, Pattern, PatternStream};
+use floe_dsl::kafka::sink::{Delivery, Json as JsonOut, KafkaSink, KafkaSinkBuilder};
+use floe_dsl::kafka::source::{Json, KafkaSource, KafkaSourceBuilder, StartPosition, TimestampsFrom};
+use floe_dsl::kafka::KafkaConfig;
 use floe_dsl::Stream;
 use serde::{Deserialize, Serialize};
 
@@ -54,6 +57,29 @@ impl Alert {
         }
         alert
     }
+}
+
+/// How far behind the largest payment time (per partition) the watermark stays.
+pub const OUT_OF_ORDERNESS: Duration = Duration::from_secs(2);
+
+/// Reads payments (JSON) from `topic` from the earliest offset, with event time from `ts`
+/// and watermarks [`OUT_OF_ORDERNESS`] behind, committing offsets to `group`.
+pub fn payments_source(kafka: KafkaConfig, topic: &str, group: &str) -> KafkaSourceBuilder<Payment> {
+    KafkaSource::builder(kafka)
+        .topic(topic)
+        .deserializer(Json::<Payment>::new())
+        .group_id(group)
+        .start(StartPosition::Earliest)
+        .timestamps(TimestampsFrom::field(|p: &Payment| p.ts))
+        .max_out_of_orderness(OUT_OF_ORDERNESS)
+}
+
+/// Writes alerts (JSON, keyed by user) to `topic` with `delivery`.
+pub fn alerts_sink(kafka: KafkaConfig, topic: &str, delivery: Delivery) -> KafkaSinkBuilder<Alert> {
+    KafkaSink::builder(kafka, topic)
+        .serializer(JsonOut)
+        .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
+        .delivery(delivery)
 }
 
 /// The rule as a CEP pattern: five FAIL payments (others in between do not matter) within

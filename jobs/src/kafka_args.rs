@@ -3,7 +3,9 @@
 
 use clap::{Args, ValueEnum};
 use floe_dsl::kafka::sink::Delivery;
-use floe_dsl::kafka::KafkaConfig;
+use floe_dsl::kafka::{KafkaConfig, DEAD_LETTERS_METRIC};
+use floe_dsl::metrics::Registry;
+use floe_dsl::prelude::JobResult;
 
 /// How a job's output (and its dead letters) is delivered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -60,4 +62,16 @@ impl KafkaArgs {
             Guarantee::ExactlyOnce => Delivery::ExactlyOnce,
         }
     }
+}
+
+/// Prints the line a Kafka job ends with (the tests read it): duration, the checkpoint it
+/// restored from, its last checkpoint and its dead letters.
+pub fn print_summary(job: &str, result: &JobResult) {
+    println!(
+        "{job}: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; dead letters {}",
+        result.duration.as_secs_f64(),
+        result.restored_from,
+        result.last_checkpoint,
+        Registry::global().sum(DEAD_LETTERS_METRIC, &[])
+    );
 }

@@ -14,14 +14,10 @@
 use std::time::Duration;
 
 use clap::Parser;
-use floe_dsl::kafka::sink::{Json as JsonOut, KafkaSink};
-use floe_dsl::kafka::source::{Json, KafkaSource, StartPosition, TimestampsFrom};
-use floe_dsl::kafka::DEAD_LETTERS_METRIC;
-use floe_dsl::metrics::Registry;
+use floe_dsl::kafka::sink::KafkaSink;
 use floe_dsl::prelude::*;
-use floe_jobs::fraud::{self, Alert};
-use floe_jobs::kafka_args::KafkaArgs;
-use floe_jobs::payments::Payment;
+use floe_jobs::fraud;
+use floe_jobs::kafka_args::{print_summary, KafkaArgs};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -63,12 +59,7 @@ fn main() -> anyhow::Result<()> {
     let kafka = args.kafka.config()?;
     let delivery = args.kafka.sink_delivery();
     anyhow::ensure!(args.idle_timeout_ms > 0, "--idle-timeout-ms must be positive");
-    let mut source = KafkaSource::builder(kafka.clone())
-        .topic(&args.input)
-        .deserializer(Json::<Payment>::new())
-        .group_id(&args.group)
-        .start(StartPosition::Earliest)
-        .timestamps(TimestampsFrom::field(|p: &Payment| p.ts))
+    let mut source = fraud::payments_source(kafka.clone(), &args.input, &args.group)
         .max_out_of_orderness(Duration::from_millis(args.out_of_orderness_ms))
         .idle_timeout(Duration::from_millis(args.idle_timeout_ms));
     if args.bounded {
@@ -81,20 +72,8 @@ fn main() -> anyhow::Result<()> {
             .build()?,
     );
     let alerts = fraud::detect(&payments);
-    alerts.write_kafka(
-        KafkaSink::builder(kafka, &args.alerts)
-            .serializer(JsonOut)
-            .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
-            .delivery(delivery)
-            .build()?,
-    );
+    alerts.write_kafka(fraud::alerts_sink(kafka, &args.alerts, delivery).build()?);
     let result = env.execute("fraud")?;
-    println!(
-        "fraud: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; dead letters {}",
-        result.duration.as_secs_f64(),
-        result.restored_from,
-        result.last_checkpoint,
-        Registry::global().sum(DEAD_LETTERS_METRIC, &[])
-    );
+    print_summary("fraud", &result);
     Ok(())
 }

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use clap::Parser;
-use floe_dsl::kafka::sink::{Delivery, Json as JsonOut, KafkaSink};
-use floe_dsl::kafka::source::{Json, KafkaSource, StartPosition, TimestampsFrom};
+use floe_dsl::kafka::sink::{Delivery, KafkaSink};
 use floe_dsl::kafka::{testing, KafkaConfig, DEAD_LETTERS_METRIC};
 use floe_dsl::metrics::Registry;
 use floe_dsl::prelude::*;
@@ -167,14 +166,7 @@ fn main() -> anyhow::Result<()> {
         ..EnvOptions::default()
     };
     let env = Env::from_options(&options)?;
-    let source = KafkaSource::builder(kafka.clone())
-        .topic(PAYMENTS)
-        .deserializer(Json::<Payment>::new())
-        .group_id("floe-fraud-demo")
-        .start(StartPosition::Earliest)
-        .timestamps(TimestampsFrom::field(|p: &Payment| p.ts))
-        .max_out_of_orderness(Duration::from_secs(2))
-        .build()?;
+    let source = fraud::payments_source(kafka.clone(), PAYMENTS, "floe-fraud-demo").build()?;
     let read = source.records_read();
     let payments = env.read_kafka(source);
     payments
@@ -182,17 +174,14 @@ fn main() -> anyhow::Result<()> {
         .write_kafka(KafkaSink::dead_letters(kafka.clone(), DLQ).build()?);
     let matches = fraud::matches(&payments);
     let cep = matches.metrics();
-    matches.select(|m| Alert::of(m.get("fails"))).write_kafka(
-        KafkaSink::builder(kafka.clone(), ALERTS)
-            .serializer(JsonOut)
-            .key(|a: &Alert| Some(a.user_id.to_string().into_bytes()))
-            .delivery(if args.at_least_once {
-                Delivery::AtLeastOnce
-            } else {
-                Delivery::ExactlyOnce
-            })
-            .build()?,
-    );
+    let delivery = if args.at_least_once {
+        Delivery::AtLeastOnce
+    } else {
+        Delivery::ExactlyOnce
+    };
+    matches
+        .select(|m| Alert::of(m.get("fails")))
+        .write_kafka(fraud::alerts_sink(kafka.clone(), ALERTS, delivery).build()?);
     let job = env.execute_async("fraud-demo")?;
 
     // The alerts, as they are committed.

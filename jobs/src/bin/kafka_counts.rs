@@ -14,10 +14,8 @@
 use clap::Parser;
 use floe_dsl::kafka::sink::{Json as JsonOut, KafkaSink};
 use floe_dsl::kafka::source::{Deserializer, Json, KafkaSource, StartPosition};
-use floe_dsl::kafka::DEAD_LETTERS_METRIC;
-use floe_dsl::metrics::Registry;
 use floe_dsl::prelude::*;
-use floe_jobs::kafka_args::KafkaArgs;
+use floe_jobs::kafka_args::{print_summary, KafkaArgs};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser, Debug)]
@@ -108,12 +106,6 @@ fn main() -> anyhow::Result<()> {
                 .build()?,
         );
     let result = env.execute("kafka-counts")?;
-    println!(
-        "kafka-counts: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; dead letters {}",
-        result.duration.as_secs_f64(),
-        result.restored_from,
-        result.last_checkpoint,
-        Registry::global().sum(DEAD_LETTERS_METRIC, &[])
-    );
+    print_summary("kafka-counts", &result);
     Ok(())
 }
