@@ -92,15 +92,8 @@ impl<T> Default for CepKeyState<T> {
     }
 }
 
-/// Runs a compiled pattern on a keyed stream; see the [module docs](self).
-pub struct CepFunction<T, O, P> {
-    nfa: Arc<Nfa<T>>,
-    function: P,
-    state: ValueStateDescriptor<CepKeyState<T>>,
-    tie_breaker: Option<TieBreaker<T>>,
-    late: Option<OutputTag<T>>,
-    timed_out: Option<OutputTag<TimedOut<T>>>,
-    metrics: CepMetrics,
+/// What one subtask's copy of the function works with (a clone starts afresh).
+struct Work<T> {
     matches: Vec<Match<T>>,
     timeouts: Vec<TimedOut<T>>,
     /// An empty NFA state kept for the next key that needs one (its buffers keep their
@@ -110,6 +103,31 @@ pub struct CepFunction<T, O, P> {
     delta_partial: i64,
     delta_pending: i64,
     delta_filtered: u64,
+}
+
+impl<T> Default for Work<T> {
+    fn default() -> Self {
+        Work {
+            matches: Vec::new(),
+            timeouts: Vec::new(),
+            spare: None,
+            delta_partial: 0,
+            delta_pending: 0,
+            delta_filtered: 0,
+        }
+    }
+}
+
+/// Runs a compiled pattern on a keyed stream; see the [module docs](self).
+pub struct CepFunction<T, O, P> {
+    nfa: Arc<Nfa<T>>,
+    function: P,
+    state: ValueStateDescriptor<CepKeyState<T>>,
+    tie_breaker: Option<TieBreaker<T>>,
+    late: Option<OutputTag<T>>,
+    timed_out: Option<OutputTag<TimedOut<T>>>,
+    metrics: CepMetrics,
+    work: Work<T>,
     _o: std::marker::PhantomData<fn() -> O>,
 }
 
@@ -123,12 +141,7 @@ impl<T, O, P: Clone> Clone for CepFunction<T, O, P> {
             late: self.late.clone(),
             timed_out: self.timed_out.clone(),
             metrics: self.metrics.clone(),
-            matches: Vec::new(),
-            timeouts: Vec::new(),
-            spare: None,
-            delta_partial: 0,
-            delta_pending: 0,
-            delta_filtered: 0,
+            work: Work::default(),
             _o: std::marker::PhantomData,
         }
     }
@@ -145,12 +158,7 @@ impl<T, O, P> CepFunction<T, O, P> {
             late: None,
             timed_out: None,
             metrics: CepMetrics::default(),
-            matches: Vec::new(),
-            timeouts: Vec::new(),
-            spare: None,
-            delta_partial: 0,
-            delta_pending: 0,
-            delta_filtered: 0,
+            work: Work::default(),
             _o: std::marker::PhantomData,
         }
     }
@@ -182,13 +190,15 @@ impl<T, O, P> CepFunction<T, O, P> {
 
 impl<T, O, P> CepFunction<T, O, P> {
     fn flush_gauges(&mut self) {
-        if self.delta_filtered != 0 {
-            self.metrics.filtered.add(std::mem::take(&mut self.delta_filtered));
+        if self.work.delta_filtered != 0 {
+            self.metrics.filtered.add(std::mem::take(&mut self.work.delta_filtered));
         }
         self.metrics
             .partial_matches
-            .add(std::mem::take(&mut self.delta_partial));
-        self.metrics.pending_events.add(std::mem::take(&mut self.delta_pending));
+            .add(std::mem::take(&mut self.work.delta_partial));
+        self.metrics
+            .pending_events
+            .add(std::mem::take(&mut self.work.delta_pending));
     }
 }
 
@@ -232,8 +242,8 @@ where
         // decide whether a partial match times out or is pruned by a later match.
         if self.timed_out.is_none() && !self.nfa.may_match(&value) {
             // No step could take it and none needs to see it pass: nothing to keep.
-            self.delta_filtered += 1;
-            if self.delta_filtered >= FLUSH_EVERY as u64 {
+            self.work.delta_filtered += 1;
+            if self.work.delta_filtered >= FLUSH_EVERY as u64 {
                 self.flush_gauges();
             }
             return Ok(());
@@ -252,8 +262,8 @@ where
         if let Some(t) = timer {
             ctx.register_event_time_timer(t);
         }
-        self.delta_pending += 1;
-        if self.delta_pending >= FLUSH_EVERY {
+        self.work.delta_pending += 1;
+        if self.work.delta_pending >= FLUSH_EVERY {
             self.flush_gauges();
         }
         Ok(())
@@ -267,7 +277,7 @@ where
     ) -> Result<(), UserError> {
         let watermark = ctx.current_watermark();
         let nfa = &*self.nfa;
-        let (matches, timeouts, spare) = (&mut self.matches, &mut self.timeouts, &mut self.spare);
+        let (matches, timeouts, spare) = (&mut self.work.matches, &mut self.work.timeouts, &mut self.work.spare);
         let mut dropped = 0u64;
         let (mut partial, mut pending) = (0i64, 0i64);
         let outcome = ctx
@@ -316,8 +326,8 @@ where
                 Ok((timers, s.pending.is_empty() && s.nfa.is_none()))
             })?;
         let (timers, empty) = outcome?;
-        self.delta_partial += partial;
-        self.delta_pending += pending;
+        self.work.delta_partial += partial;
+        self.work.delta_pending += pending;
         self.flush_gauges();
         self.metrics.dropped_partial_matches.add(dropped);
         if empty {
@@ -326,20 +336,20 @@ where
         for t in timers.into_iter().flatten() {
             ctx.register_event_time_timer(t);
         }
-        self.metrics.matches.add(self.matches.len() as u64);
-        for m in self.matches.drain(..) {
+        self.metrics.matches.add(self.work.matches.len() as u64);
+        for m in self.work.matches.drain(..) {
             let end = m.end_timestamp();
             out.set_timestamp(end);
             self.function.process_match(m, out)?;
         }
-        self.metrics.timed_out.add(self.timeouts.len() as u64);
+        self.metrics.timed_out.add(self.work.timeouts.len() as u64);
         match &self.timed_out {
             Some(tag) => {
-                for t in self.timeouts.drain(..) {
+                for t in self.work.timeouts.drain(..) {
                     out.side(tag, t);
                 }
             }
-            None => self.timeouts.clear(),
+            None => self.work.timeouts.clear(),
         }
         Ok(())
     }
