@@ -28,6 +28,24 @@ use serde::Serialize;
 
 use crate::element::Timestamp;
 
+/// The bound below which about `target` of the `loaded` timers lie, above the earliest of
+/// them whatever the ties: the earliest timestamp is always loaded whole, so a refill always
+/// makes progress.
+fn trim_bound(loaded: &mut [(Timestamp, KeyGroup, Vec<u8>)], target: usize) -> Timestamp {
+    loaded.select_nth_unstable_by_key(target, |e| e.0);
+    let nth = loaded[target].0;
+    let earliest = loaded[..target].iter().map(|e| e.0).min().unwrap_or(nth);
+    if nth > earliest {
+        return nth;
+    }
+    loaded
+        .iter()
+        .map(|e| e.0)
+        .filter(|ts| *ts > earliest)
+        .min()
+        .unwrap_or(Timestamp::MAX)
+}
+
 /// Timestamp bytes whose order is the timestamps' order (big endian, sign bit flipped).
 fn ts_bytes(ts: Timestamp) -> [u8; 8] {
     ((ts as u64) ^ (1 << 63)).to_be_bytes()
@@ -402,6 +420,7 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
                 continue;
             }
             let mut taken = 0;
+            let mut last = None;
             let mut stopped_at = None;
             let mut bad = false;
             spill.column.scan(kg, from, |k| {
@@ -409,12 +428,14 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
                     bad = true;
                     return false;
                 };
-                if ts >= bound || taken >= target {
-                    stopped_at = Some((ts, taken >= target));
+                // Timers of one timestamp are never split: the boundary is a time.
+                if ts >= bound || (taken >= target && last != Some(ts)) {
+                    stopped_at = Some((ts, ts < bound));
                     return false;
                 }
                 loaded.push((ts, kg, k[8..].to_vec()));
                 taken += 1;
+                last = Some(ts);
                 true
             })?;
             if bad {
@@ -427,8 +448,7 @@ impl<K: StateKey, N: StateKey> TimerStore<K, N> {
                 }
             }
             if loaded.len() > target {
-                loaded.select_nth_unstable_by_key(target, |e| e.0);
-                bound = bound.min(loaded[target].0);
+                bound = bound.min(trim_bound(&mut loaded, target));
             }
         }
         for (ts, kg, bytes) in loaded {

@@ -52,7 +52,9 @@ enum Op {
 
 fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
-        6 => (0i64..300, 0u32..40).prop_map(|(t, k)| Op::Register(t, k)),
+        5 => (0i64..300, 0u32..40).prop_map(|(t, k)| Op::Register(t, k)),
+        // Many timers of one timestamp, more than a refill takes at once.
+        1 => (290i64..293, 0u32..40).prop_map(|(t, k)| Op::Register(t, k)),
         1 => (0i64..300, 0u32..40).prop_map(|(t, k)| Op::Delete(t, k)),
         2 => (0i64..300).prop_map(Op::Pop),
         1 => Just(Op::Next),
@@ -108,6 +110,31 @@ proptest! {
                 store.maintain().unwrap();
             }
         }
+    }
+}
+
+/// More timers of one timestamp than the cache holds, all written out to RocksDB, fire
+/// once each: a refill never splits a timestamp, and so never stalls on one.
+#[test]
+fn many_timers_of_one_timestamp_beyond_the_cache_all_fire() {
+    let tmp = tempfile::tempdir().unwrap();
+    for name in kinds() {
+        let mut backend: KeyedStateBackend<u32> =
+            KeyedStateBackend::new(kind(name, tmp.path()), 128, KeyGroupRange::for_subtask(128, 1, 0)).unwrap();
+        let mut timers: TimerService<u32, ()> = TimerService::default();
+        timers.open(&mut backend, None).unwrap();
+        let store = &mut timers.event_time;
+        for k in 0..200u32 {
+            store.register(if k < 40 { 5 } else { 7 }, kg(k), &k, &());
+            store.maintain().unwrap();
+        }
+        let mut fired = BTreeSet::new();
+        while let Some((ts, _, k, ())) = store.pop_due(10).unwrap() {
+            assert_eq!(ts, if k < 40 { 5 } else { 7 }, "{name}");
+            assert!(fired.insert(k), "{name}: {k} fired twice");
+            assert!(fired.len() <= 200, "{name}");
+        }
+        assert_eq!(fired.len(), 200, "{name}");
     }
 }
 
