@@ -222,7 +222,7 @@ impl Env {
     /// ```
     /// use floe_dsl::prelude::*;
     /// let env = Env::local(1);
-    /// let out = env.from_collection(vec!["a", "b"]).collect();
+    /// let out = env.from_collection(vec!["a".to_string(), "b".to_string()]).collect();
     /// env.execute("collection").unwrap();
     /// assert_eq!(out.take(), vec!["a", "b"]);
     /// ```
@@ -295,7 +295,7 @@ impl Env {
     ///
     /// ```
     /// use floe_dsl::prelude::*;
-    /// #[derive(Clone, Debug, serde::Deserialize)]
+    /// #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
     /// struct Click { user: u32 }
     /// let dir = tempfile::tempdir().unwrap();
     /// let path = dir.path().join("clicks.jsonl");
@@ -319,7 +319,7 @@ impl Env {
     ///
     /// ```
     /// use floe_dsl::prelude::*;
-    /// #[derive(Clone, Debug, serde::Deserialize)]
+    /// #[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
     /// struct Reading { sensor: String, value: f64 }
     /// let dir = tempfile::tempdir().unwrap();
     /// let path = dir.path().join("r.csv");

@@ -123,7 +123,7 @@ impl<K: StateKey, T: Data> KeyedStream<K, T> {
     /// use floe_dsl::prelude::*;
     /// use std::time::Duration;
     /// let env = Env::local(1);
-    /// let out = env.from_collection(vec![("a", 1_000i64), ("a", 3_000), ("a", 12_000)])
+    /// let out = env.from_collection(vec![('a', 1_000i64), ('a', 3_000), ('a', 12_000)])
     ///     .assign_timestamps(|v| v.1, BoundedOutOfOrderness::monotonous())
     ///     .key_by(|v| v.0.to_string())
     ///     .window(EventTimeSessionWindows::with_gap(Duration::from_secs(5)))

@@ -207,7 +207,7 @@ impl<T: Data> Stream<T> {
     /// ```
     /// use floe_dsl::prelude::*;
     /// let env = Env::local(1);
-    /// let words = env.from_collection(vec!["a b", "c"]).flat_map(|l| l.split(' ').map(String::from).collect::<Vec<_>>()).collect();
+    /// let words = env.from_collection(vec!["a b".to_string(), "c".to_string()]).flat_map(|l| l.split(' ').map(String::from).collect::<Vec<_>>()).collect();
     /// env.execute("flat_map").unwrap();
     /// assert_eq!(words.take(), vec!["a", "b", "c"]);
     /// ```
@@ -639,7 +639,7 @@ impl<T: Data> Stream<T> {
     /// ```
     /// use floe_dsl::prelude::*;
     /// let env = Env::local(1);
-    /// env.from_collection(vec!["hello"]).print(); // prints "hello" with {:?}
+    /// env.from_collection(vec!["hello".to_string()]).print(); // prints "hello" with {:?}
     /// env.execute("print").unwrap();
     /// ```
     pub fn print(&self) -> Sink

@@ -176,7 +176,7 @@ fn open(sink: &KafkaSink<String>, info: TaskInfo, snapshot: Option<StateSnapshot
 fn at_least_once_writes_every_record_with_its_key_partition_headers_and_timestamp() {
     let broker = TestBroker::start().unwrap();
     broker.create_topic("alo", 3).unwrap();
-    #[derive(Clone, serde::Serialize)]
+    #[derive(Clone, serde::Serialize, serde::Deserialize)]
     struct Event {
         user: u32,
         seq: u32,

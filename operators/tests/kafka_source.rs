@@ -34,7 +34,7 @@ const DEADLINE: Duration = Duration::from_secs(60);
 type Collected = floe_runtime::harness::CollectedOutput;
 
 /// One source subtask, driven by hand, with what it emitted so far (typed).
-struct Sub<T: Clone + Send + 'static> {
+struct Sub<T: floe_runtime::Data> {
     source: KafkaSource<T>,
     ctx: OperatorContext,
     out: Collected,
@@ -43,7 +43,7 @@ struct Sub<T: Clone + Send + 'static> {
     finished: bool,
 }
 
-impl<T: Clone + Send + 'static> Sub<T> {
+impl<T: floe_runtime::Data> Sub<T> {
     fn open(source: KafkaSource<T>, index: usize, parallelism: usize, restored: Option<&[StateSnapshot]>) -> Self {
         let mut info = TaskInfo::new("job", "kafka", index, parallelism, 128);
         info.batch_size = 10;
@@ -102,7 +102,7 @@ impl<T: Clone + Send + 'static> Sub<T> {
 
 /// Polls the subtasks in turn until `done` holds (waiting as a source task would when they
 /// report idle); panics with `what` at the deadline.
-fn poll_until<T: Clone + Send + 'static>(subs: &mut [Sub<T>], what: &str, mut done: impl FnMut(&[Sub<T>]) -> bool) {
+fn poll_until<T: floe_runtime::Data>(subs: &mut [Sub<T>], what: &str, mut done: impl FnMut(&[Sub<T>]) -> bool) {
     let deadline = Instant::now() + DEADLINE;
     while !done(subs) {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -120,7 +120,7 @@ fn poll_until<T: Clone + Send + 'static>(subs: &mut [Sub<T>], what: &str, mut do
     }
 }
 
-fn poll_to_end<T: Clone + Send + 'static>(subs: &mut [Sub<T>]) {
+fn poll_to_end<T: floe_runtime::Data>(subs: &mut [Sub<T>]) {
     poll_until(subs, "the bounded sources to finish", |s| s.iter().all(|s| s.finished));
 }
 
@@ -155,7 +155,7 @@ fn flush(p: &BaseProducer) {
     p.flush(Duration::from_secs(30)).expect("flush");
 }
 
-fn builder<T: Clone + Send + 'static>(broker: &TestBroker, topic: &str) -> KafkaSourceBuilder<T> {
+fn builder<T: floe_runtime::Data>(broker: &TestBroker, topic: &str) -> KafkaSourceBuilder<T> {
     KafkaSource::builder(broker.config()).topics([topic])
 }
 
@@ -564,7 +564,7 @@ fn partitions_and_topics_added_while_running_are_read_from_the_start() {
     assert_eq!(s[0].source.positions().len(), 1 + expected.len() / 4);
 }
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 struct Payment {
     user: u64,
     amount: i64,

@@ -131,6 +131,8 @@ impl fmt::Debug for Message {
     }
 }
 
-/// What a stream's records must be: cloneable (for fan-out) and sendable between tasks.
-pub trait Data: Clone + Send + 'static {}
-impl<T: Clone + Send + 'static> Data for T {}
+/// What a stream's records must be: cloneable (for fan-out), sendable between tasks, and
+/// serializable, to travel between task managers (like Flink, where every type has a
+/// serializer). `#[derive(Clone, Serialize, Deserialize)]` makes a type `Data`.
+pub trait Data: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static {}
+impl<T: Clone + Send + serde::Serialize + serde::de::DeserializeOwned + 'static> Data for T {}

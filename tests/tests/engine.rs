@@ -196,7 +196,7 @@ fn barriers_cross_shuffles_once_per_subtask_in_order() {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, serde::Deserialize)]
+#[derive(Clone, Debug, PartialEq, serde::Deserialize, serde::Serialize)]
 struct Reading {
     sensor: String,
     value: f64,

@@ -42,7 +42,7 @@ struct Args {
 }
 
 /// One output row.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, serde::Deserialize)]
 struct FailsPerMinute {
     user_id: u32,
     window_start: i64,

@@ -8,7 +8,7 @@ use super::compiler::StepRt;
 use super::shared_buffer::SharedBuffer;
 
 /// A complete match: the events of each step, in order.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Match<T> {
     pub(crate) steps: Vec<(Arc<str>, Vec<T>)>,
     pub(crate) start: i64,
@@ -56,7 +56,7 @@ impl<T> Match<T> {
 }
 
 /// A partial match dropped because its `within` window passed.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TimedOut<T> {
     pub(crate) partial: Match<T>,
     pub(crate) timeout: i64,

@@ -60,7 +60,7 @@ impl<T: Data> KafkaSink<T> {
     /// use floe_operators::kafka::sink::{Delivery, Json, KafkaSink};
     /// use floe_operators::kafka::KafkaConfig;
     ///
-    /// #[derive(Clone, serde::Serialize)]
+    /// #[derive(Clone, serde::Serialize, serde::Deserialize)]
     /// struct Alert { user: u64, count: u32 }
     ///
     /// let config = KafkaConfig::new("127.0.0.1:9092").set("compression.type", "lz4");

@@ -66,7 +66,7 @@ const MAX_PENDING_COMMITS: usize = 16;
 /// use floe_operators::OutputTag;
 /// use std::time::Duration;
 ///
-/// #[derive(Clone, serde::Deserialize)]
+/// #[derive(Clone, serde::Serialize, serde::Deserialize)]
 /// struct Payment { user: u64, ts: i64 }
 ///
 /// let dead: OutputTag<DeadLetter> = OutputTag::new("dead-letters");

@@ -4,7 +4,7 @@ use floe_runtime::TaskInfo;
 use proptest::prelude::*;
 use std::io::Write;
 
-#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Deserialize, serde::Serialize)]
 struct Row {
     id: u64,
     name: String,
