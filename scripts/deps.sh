@@ -41,5 +41,21 @@ fi
 need python3 "install Python 3 (Debian: apt-get install python3)"
 need openssl "install the openssl command (Debian: apt-get install openssl)"
 
+# The web page's tests (runtime/cluster/tests/web.rs) drive a headless Chromium.
+has_chromium() {
+  [ -n "${FLOE_CHROMIUM:-}" ] && [ -x "$FLOE_CHROMIUM" ] ||
+    command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
+    command -v google-chrome >/dev/null 2>&1
+}
+if ! has_chromium; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing chromium (the web page's tests run it headless)" >&2
+    apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; }
+  else
+    echo "missing: chromium — install it (Debian: sudo apt-get install chromium) or set FLOE_CHROMIUM, and run again" >&2
+    exit 1
+  fi
+fi
+
 # The Kafka-protocol broker the integration tests start on 127.0.0.1 (tansu).
 "$(dirname "$0")/tansu.sh" >/dev/null

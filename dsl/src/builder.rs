@@ -3,7 +3,8 @@
 use std::sync::Arc;
 
 use floe_runtime::{
-    Data, Edge, EdgeWriterFactory, JobGraph, NodeId, NodeKind, OutputSlot, Route, ShipStrategy, TypedEdgeWriterFactory,
+    BatchCodec, BincodeCodec, Data, Edge, EdgeWriterFactory, JobGraph, NodeId, NodeKind, OutputSlot, Route,
+    ShipStrategy, TypedEdgeWriterFactory,
 };
 
 use crate::options::JobConfig;
@@ -21,7 +22,7 @@ pub(crate) enum Ship {
     Broadcast,
 }
 
-type WriterFor = Arc<dyn Fn(ShipStrategy) -> Arc<dyn EdgeWriterFactory> + Send + Sync>;
+type WriterFor = Arc<dyn Fn(ShipStrategy) -> (Arc<dyn EdgeWriterFactory>, Arc<dyn BatchCodec>) + Send + Sync>;
 
 struct EdgeSpec {
     from: NodeId,
@@ -56,7 +57,10 @@ pub(crate) fn writer_for<T: Data>(hash: Option<Route<T>>) -> WriterFor {
             (None, ShipStrategy::Broadcast) => Route::Broadcast,
             (None, _) => Route::Rebalance,
         };
-        Arc::new(TypedEdgeWriterFactory::new(route)) as Arc<dyn EdgeWriterFactory>
+        (
+            Arc::new(TypedEdgeWriterFactory::new(route)) as Arc<dyn EdgeWriterFactory>,
+            Arc::new(BincodeCodec::<T>::new()) as Arc<dyn BatchCodec>,
+        )
     })
 }
 
@@ -143,13 +147,15 @@ impl Builder {
                 Ship::Hash => ShipStrategy::Hash,
                 Ship::Broadcast => ShipStrategy::Broadcast,
             };
+            let (writer, codec) = (e.writer)(ship);
             g.add_edge(Edge {
                 from: e.from,
                 slot: e.slot,
                 to: e.to,
                 input: e.input,
                 ship,
-                writer: (e.writer)(ship),
+                writer,
+                codec,
             });
         }
         Ok(g)

@@ -86,7 +86,7 @@ impl Env {
     /// assert!(Env::from_options(&bad).is_err());
     /// ```
     pub fn from_options(options: &EnvOptions) -> Result<Env> {
-        let config = options.resolve()?;
+        let config = crate::job::apply_mode(options.resolve()?);
         let metrics = match config.metrics_addr {
             None => None,
             Some(addr) => {
@@ -141,6 +141,7 @@ impl Env {
     /// assert!(!env.config().chaining);
     /// ```
     pub fn with_config(config: JobConfig) -> Env {
+        let config = crate::job::apply_mode(config);
         Env {
             b: Rc::new(RefCell::new(Builder::new(config))),
             clock: Arc::new(SystemClock),
@@ -376,6 +377,7 @@ impl Env {
             }),
             restore_from: c.from_savepoint,
             state_backend: c.state_backend,
+            placement: None,
         }
     }
 
@@ -391,6 +393,30 @@ impl Env {
     /// assert_eq!(result.job_name, "count");
     /// ```
     pub fn execute(&self, name: &str) -> Result<JobResult> {
+        match crate::job::mode() {
+            crate::job::Mode::Run => {}
+            crate::job::Mode::Graph { dot } => {
+                let g = self.graph(name)?;
+                if *dot {
+                    println!("{}", g.to_dot());
+                } else {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&g).map_err(|e| DslError::Build(e.to_string()))?
+                    );
+                }
+                std::process::exit(0);
+            }
+            crate::job::Mode::Worker(spec) => {
+                let worker = floe_cluster::worker::Worker::join((**spec).clone())?;
+                let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
+                let mut config = self.execution_config();
+                config.placement = Some(worker.placement());
+                let described = serde_json::to_value(floe_runtime::describe::describe(&graph, &config)).ok();
+                let handle = floe_runtime::spawn(&graph, &config)?;
+                return Ok(worker.run(handle, described)?);
+            }
+        }
         let handle = self.execute_async(name)?;
         let Some(dir) = self.config().savepoint_dir else {
             return Ok(handle.join()?);
@@ -433,6 +459,16 @@ impl Env {
     pub fn graph(&self, name: &str) -> Result<floe_runtime::describe::GraphDescription> {
         let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
         Ok(floe_runtime::describe::describe(&graph, &self.execution_config()))
+    }
+
+    /// Starts this worker's part of the job spread over several workers as `placement`
+    /// says (what `worker` mode does; every worker builds the same job). Needs a checkpoint
+    /// directory all workers share.
+    pub fn execute_placed(&self, name: &str, placement: Arc<floe_runtime::Placement>) -> Result<JobHandle> {
+        let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
+        let mut config = self.execution_config();
+        config.placement = Some(placement);
+        Ok(floe_runtime::spawn(&graph, &config)?)
     }
 
     /// Starts the job and returns a handle to checkpoint, stop or cancel it.

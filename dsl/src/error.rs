@@ -19,6 +19,9 @@ pub enum DslError {
     /// The job failed while running.
     #[error(transparent)]
     Runtime(#[from] floe_runtime::RuntimeError),
+    /// Running as a worker of a cluster failed (the job manager or a peer).
+    #[error(transparent)]
+    Cluster(#[from] floe_cluster::ClusterError),
 }
 
 /// Result alias of the DSL.

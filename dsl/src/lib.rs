@@ -28,6 +28,7 @@ mod builder;
 pub mod cep;
 mod env;
 mod error;
+pub mod job;
 mod kafka_io;
 mod keyed;
 mod options;

@@ -1,10 +1,14 @@
 //! Operator chains: operators of one task that call each other directly, with no channel.
 
+use std::sync::Arc;
+
 use floe_checkpoints::StateSnapshot;
 
 use crate::element::{Batch, CheckpointBarrier, Message, Timestamp};
 use crate::error::{Result, RuntimeError};
-use crate::operator::{Operator, OperatorContext, Output};
+use crate::metrics::operators::{register, SubtaskHandle};
+use crate::metrics::BackPressure;
+use crate::operator::{Operator, OperatorContext, Output, TaskInfo};
 use crate::route::EdgeWriter;
 
 /// Where one operator's output goes: the next chained operator and/or edge writers.
@@ -13,6 +17,8 @@ pub(crate) struct LinkOutput {
     pub(crate) next: Option<Box<Link>>,
     pub(crate) main: Vec<Box<dyn EdgeWriter>>,
     pub(crate) side: Vec<(u64, Vec<Box<dyn EdgeWriter>>)>,
+    /// This link's operator metrics, once [`LinkOutput::attach_metrics`] ran.
+    pub(crate) metrics: Option<SubtaskHandle>,
 }
 
 fn fan_out(writers: &mut [Box<dyn EdgeWriter>], batch: Batch) -> Result<()> {
@@ -26,6 +32,33 @@ fn fan_out(writers: &mut [Box<dyn EdgeWriter>], batch: Batch) -> Result<()> {
 }
 
 impl LinkOutput {
+    /// Registers the metrics of the operator `info` this output belongs to and of every
+    /// chained successor, all reporting blocked sends to one `pressure` (the task's); the
+    /// head of a source task passes `source` (its watermark is the one it emits).
+    pub(crate) fn attach_metrics(&mut self, info: &TaskInfo, pressure: &Arc<BackPressure>, source: bool) {
+        self.metrics = Some(register(info, pressure.clone(), source));
+        for w in self.writers() {
+            w.set_back_pressure(pressure.clone());
+        }
+        if let Some(next) = &mut self.next {
+            let Link { ctx, out, .. } = &mut **next;
+            out.attach_metrics(ctx.info(), pressure, false);
+        }
+    }
+
+    /// Lets the task's backpressure window roll on (cheap; call once per loop).
+    pub(crate) fn tick_metrics(&self) {
+        if let Some(m) = &self.metrics {
+            m.pressure().tick();
+        }
+    }
+
+    fn count_out(&self, n: usize) {
+        if let Some(m) = &self.metrics {
+            m.records_out(n);
+        }
+    }
+
     fn writers(&mut self) -> impl Iterator<Item = &mut Box<dyn EdgeWriter>> {
         self.main
             .iter_mut()
@@ -108,6 +141,7 @@ impl Output for LinkOutput {
         if batch.is_empty() {
             return Ok(());
         }
+        self.count_out(batch.len());
         match &mut self.next {
             Some(next) => next.process(0, batch),
             None => fan_out(&mut self.main, batch),
@@ -118,6 +152,7 @@ impl Output for LinkOutput {
         if batch.is_empty() {
             return Ok(());
         }
+        self.count_out(batch.len());
         match self.side.iter_mut().find(|(t, _)| *t == tag) {
             Some((_, ws)) => fan_out(ws, batch),
             // A side output nobody consumes: the DSL logs what it drops where that matters.
@@ -126,6 +161,9 @@ impl Output for LinkOutput {
     }
 
     fn emit_watermark(&mut self, wm: Timestamp) -> Result<()> {
+        if let Some(m) = &self.metrics {
+            m.emitted_watermark(wm);
+        }
         self.broadcast(&move || Message::Watermark(wm))?;
         match &mut self.next {
             Some(next) => next.on_watermark(wm),
@@ -194,12 +232,18 @@ impl Link {
     }
 
     pub(crate) fn process(&mut self, input: usize, batch: Batch) -> Result<()> {
+        if let Some(m) = &self.out.metrics {
+            m.records_in(batch.len());
+        }
         let (op, out) = (&mut self.op, &mut self.out);
         guarded(&mut self.ctx, |ctx| op.process_batch(input, batch, ctx, out))
     }
 
     pub(crate) fn on_watermark(&mut self, wm: Timestamp) -> Result<()> {
         self.ctx.set_watermark(wm);
+        if let Some(m) = &self.out.metrics {
+            m.watermark(wm);
+        }
         let (op, out) = (&mut self.op, &mut self.out);
         guarded(&mut self.ctx, |ctx| op.on_watermark(wm, ctx, out))
     }

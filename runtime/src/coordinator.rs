@@ -6,12 +6,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use floe_checkpoints::{CheckpointStorage, Manifest, StateFile};
 use tracing::{info, warn};
 
 use crate::element::CheckpointBarrier;
 use crate::error::{Result, RuntimeError};
+use crate::net::control::TaskControl;
 use crate::task::{Control, Report};
 use crate::time::Clock;
 
@@ -41,6 +42,49 @@ impl CheckpointConfig {
             min_pause: Duration::ZERO,
             retain: 3,
         }
+    }
+}
+
+/// A checkpoint or savepoint the coordinator completed, or one it gave up.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CheckpointEvent {
+    /// Checkpoint `id` is complete.
+    Completed {
+        /// Its id.
+        id: u64,
+        /// Bytes of state it holds.
+        bytes: u64,
+        /// From trigger to completion, in ms.
+        duration_ms: u64,
+        /// Whether it was taken for a savepoint.
+        is_savepoint: bool,
+    },
+    /// A savepoint was written into `dir` as checkpoint `id`.
+    Savepoint {
+        /// Where.
+        dir: std::path::PathBuf,
+        /// As which checkpoint.
+        id: u64,
+    },
+    /// Checkpoint `id` was abandoned.
+    Failed {
+        /// Its id.
+        id: u64,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Events not taken yet, shared by the coordinator and the job's handle.
+pub(crate) type CheckpointEvents = Arc<std::sync::Mutex<Vec<CheckpointEvent>>>;
+
+fn push_event(events: &CheckpointEvents, e: CheckpointEvent) {
+    if let Ok(mut v) = events.lock() {
+        // Nobody may be taking them: keep the newest few hundred.
+        if v.len() >= 512 {
+            v.remove(0);
+        }
+        v.push(e);
     }
 }
 
@@ -76,13 +120,15 @@ pub(crate) struct Coordinator {
     pub(crate) reports: Receiver<Report>,
     pub(crate) requests: Receiver<Request>,
     /// Control channels of every task, by task id.
-    pub(crate) tasks: Vec<Sender<Control>>,
+    pub(crate) tasks: Vec<TaskControl>,
     /// Task ids of the sources.
     pub(crate) sources: Vec<usize>,
     pub(crate) cancel: Arc<AtomicBool>,
     pub(crate) completed: Arc<std::sync::atomic::AtomicU64>,
     /// Set when the job stopped with a savepoint: its tasks end by cancellation, on purpose.
     pub(crate) stopped: Arc<AtomicBool>,
+    /// Where completed checkpoints and savepoints are announced.
+    pub(crate) events: CheckpointEvents,
 }
 
 impl Coordinator {
@@ -118,6 +164,14 @@ impl Coordinator {
             if let Some(p) = &pending {
                 if p.started.elapsed() > self.config.timeout {
                     warn!(checkpoint = p.barrier.id, "checkpoint timed out; abandoned");
+                    crate::metrics::checkpoints::failed(&self.job);
+                    push_event(
+                        &self.events,
+                        CheckpointEvent::Failed {
+                            id: p.barrier.id,
+                            reason: format!("not complete after {:?}", self.config.timeout),
+                        },
+                    );
                     let was_final = p.is_final;
                     pending = None;
                     final_wanted |= was_final;
@@ -147,6 +201,13 @@ impl Coordinator {
                     for (node, subtask, snapshot) in states {
                         p.files[task].push(self.storage.write_state(id, node, subtask, &snapshot)?);
                     }
+                    p.acked[task] = true;
+                }
+                Ok(Report::AckWritten { id, task, files }) => {
+                    let Some(p) = pending.as_mut().filter(|p| p.barrier.id == id) else {
+                        continue;
+                    };
+                    p.files[task].extend(files);
                     p.acked[task] = true;
                 }
                 Ok(Report::Finished { task }) => {
@@ -186,10 +247,11 @@ impl Coordinator {
                 if let Some((dir, stop)) = savepoint {
                     self.storage.copy_checkpoint(id, &dir)?;
                     info!(checkpoint = id, dir = %dir.display(), "savepoint written");
+                    push_event(&self.events, CheckpointEvent::Savepoint { dir: dir.clone(), id });
                     if stop {
                         self.stopped.store(true, Ordering::SeqCst);
                         for t in &self.tasks {
-                            let _ = t.send(Control::Terminate);
+                            t.send(Control::Terminate);
                         }
                         return Ok(());
                     }
@@ -209,7 +271,7 @@ impl Coordinator {
         };
         self.next_id += 1;
         for s in &self.sources {
-            let _ = self.tasks[*s].send(Control::Barrier(barrier));
+            self.tasks[*s].send(Control::Barrier(barrier));
         }
         Pending {
             barrier,
@@ -232,6 +294,16 @@ impl Coordinator {
         };
         self.storage.complete(&manifest)?;
         self.completed.store(p.barrier.id, Ordering::SeqCst);
+        crate::metrics::checkpoints::completed(&self.job, p.barrier.id, p.started.elapsed(), manifest.size());
+        push_event(
+            &self.events,
+            CheckpointEvent::Completed {
+                id: p.barrier.id,
+                bytes: manifest.size(),
+                duration_ms: p.started.elapsed().as_millis() as u64,
+                is_savepoint: p.barrier.is_savepoint,
+            },
+        );
         info!(
             checkpoint = p.barrier.id,
             bytes = manifest.size(),
@@ -239,7 +311,7 @@ impl Coordinator {
             "checkpoint complete"
         );
         for t in &self.tasks {
-            let _ = t.send(Control::CheckpointComplete(p.barrier.id));
+            t.send(Control::CheckpointComplete(p.barrier.id));
         }
         Ok(())
     }

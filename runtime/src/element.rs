@@ -14,7 +14,7 @@ pub const MIN_WATERMARK: Timestamp = i64::MIN;
 pub const MAX_WATERMARK: Timestamp = i64::MAX;
 
 /// One record: a value and its event timestamp.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Record<T> {
     /// The value.
     pub value: T,
@@ -91,7 +91,7 @@ pub fn downcast_batch<T: Clone + Send + 'static>(batch: Batch) -> crate::Result<
 }
 
 /// A checkpoint barrier: everything before it belongs to checkpoint `id`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CheckpointBarrier {
     /// Checkpoint id, increasing.
     pub id: u64,

@@ -14,10 +14,13 @@ use floe_checkpoints::{
 use tracing::{info, info_span, warn};
 
 use crate::chain::{panic_message, Link, LinkOutput};
-use crate::coordinator::{CheckpointConfig, Coordinator, Request};
+use crate::coordinator::{CheckpointConfig, CheckpointEvent, CheckpointEvents, Coordinator, Request};
 use crate::element::{CheckpointBarrier, Message};
 use crate::error::{Result, RuntimeError};
 use crate::graph::{JobGraph, NodeId, NodeKind, OutputSlot, ShipStrategy};
+use crate::net::control::{follow_leader, serve_worker, NetError, NetShared, RestoreFrom, TaskControl};
+use crate::net::data::{Inbound, Outbound};
+use crate::net::{Acceptor, ControlHandler, Hello, Placement};
 use crate::operator::{OperatorContext, TaskInfo};
 use crate::route::EdgeWriter;
 use crate::state_dir::AttemptDir;
@@ -44,6 +47,9 @@ pub struct ExecutionConfig {
     pub checkpoints: Option<CheckpointConfig>,
     /// A savepoint (or checkpoint) directory to restore from instead, at any parallelism.
     pub restore_from: Option<std::path::PathBuf>,
+    /// Set when this process is one of several workers running the job: which subtasks run
+    /// here, and how to reach the others.
+    pub placement: Option<Arc<Placement>>,
 }
 
 impl Default for ExecutionConfig {
@@ -57,6 +63,7 @@ impl Default for ExecutionConfig {
             clock: Arc::new(SystemClock),
             checkpoints: None,
             restore_from: None,
+            placement: None,
         }
     }
 }
@@ -80,9 +87,11 @@ pub struct JobResult {
 /// another thread, e.g. a signal handler, while one waits in [`JobHandle::join`]).
 #[derive(Clone)]
 pub struct JobControl {
-    sources: Vec<Sender<Control>>,
+    sources: Vec<TaskControl>,
     requests: Option<Sender<Request>>,
     cancel: Arc<AtomicBool>,
+    events: CheckpointEvents,
+    stopped: Arc<AtomicBool>,
 }
 
 impl JobControl {
@@ -111,13 +120,38 @@ impl JobControl {
     /// See [`JobHandle::stop`].
     pub fn stop(&self) {
         for c in &self.sources {
-            let _ = c.send(Control::Stop);
+            c.send(Control::Stop);
         }
     }
 
     /// See [`JobHandle::cancel`].
     pub fn cancel(&self) {
         self.cancel.store(true, Ordering::SeqCst);
+    }
+
+    /// Asks the coordinator for a checkpoint now (with checkpoints configured); returns
+    /// whether the request was taken.
+    pub fn trigger_checkpoint(&self) -> bool {
+        self.requests.as_ref().is_some_and(|r| r.send(Request::Trigger).is_ok())
+    }
+
+    /// Takes the checkpoints and savepoints completed since the last call (with
+    /// checkpoints configured; on workers other than worker 0, none).
+    pub fn take_checkpoint_events(&self) -> Vec<CheckpointEvent> {
+        self.events
+            .lock()
+            .map(|mut e| std::mem::take(&mut *e))
+            .unwrap_or_default()
+    }
+
+    /// Whether the job stopped with a savepoint.
+    pub fn stopped_with_savepoint(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Whether the job is being cancelled (a task failed, or someone cancelled it).
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.load(Ordering::SeqCst)
     }
 }
 
@@ -127,9 +161,9 @@ pub struct JobHandle {
     started: Instant,
     threads: Vec<(String, JoinHandle<Result<()>>)>,
     coordinator: Option<JoinHandle<Result<()>>>,
-    sources: Vec<Sender<Control>>,
+    sources: Vec<TaskControl>,
     /// Control channels of all tasks, kept open for the life of the job.
-    _controls: Vec<Sender<Control>>,
+    _controls: Vec<TaskControl>,
     requests: Option<Sender<Request>>,
     cancel: Arc<AtomicBool>,
     next_checkpoint: AtomicU64,
@@ -139,6 +173,10 @@ pub struct JobHandle {
     clock: Arc<dyn Clock>,
     /// This run's RocksDB directory, removed after every task has ended.
     _state_dir: Option<AttemptDir>,
+    /// The first failure of the network threads (workers only).
+    net_error: NetError,
+    /// Checkpoints and savepoints completed, until someone takes them.
+    events: CheckpointEvents,
 }
 
 impl JobHandle {
@@ -159,7 +197,7 @@ impl JobHandle {
         };
         for c in &self.sources {
             // A source that already finished has dropped its receiver: nothing to do there.
-            let _ = c.send(Control::Barrier(barrier));
+            c.send(Control::Barrier(barrier));
         }
         id
     }
@@ -170,6 +208,8 @@ impl JobHandle {
             sources: self.sources.clone(),
             requests: self.requests.clone(),
             cancel: self.cancel.clone(),
+            events: self.events.clone(),
+            stopped: self.stopped.clone(),
         }
     }
 
@@ -210,7 +250,7 @@ impl JobHandle {
     /// checkpoints, commit after a final checkpoint), the job finishes normally.
     pub fn stop(&self) {
         for c in &self.sources {
-            let _ = c.send(Control::Stop);
+            c.send(Control::Stop);
         }
     }
 
@@ -255,7 +295,8 @@ impl JobHandle {
             return Err(e);
         }
         if cancelled && !self.stopped.load(Ordering::SeqCst) {
-            return Err(RuntimeError::Cancelled);
+            let net = self.net_error.lock().ok().and_then(|mut e| e.take());
+            return Err(net.unwrap_or(RuntimeError::Cancelled));
         }
         let duration = self.started.elapsed();
         info!(job = %self.name, ?duration, "job finished");
@@ -367,17 +408,47 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             n.name, n.parallelism, config.max_parallelism
         )));
     }
-    let (storage, restored) = match &config.checkpoints {
-        Some(c) => {
+    let placement = config.placement.clone();
+    let cancel = Arc::new(AtomicBool::new(false));
+    let net_error: NetError = NetError::default();
+    // Workers other than worker 0 restore what worker 0 tells them over their control
+    // connection, made first.
+    let mut leader_conn = None;
+    let mut restore_wire = None;
+    let (storage, restored) = match (&config.checkpoints, &placement) {
+        (None, Some(_)) => {
+            return Err(RuntimeError::InvalidGraph(
+                "a job spread over workers needs a checkpoint directory shared by all of them".into(),
+            ))
+        }
+        (Some(c), Some(p)) if !p.is_leader() => {
+            p.validate(graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1))?;
+            let (conn, restored) = crate::net::join_leader(p, &cancel)?;
+            leader_conn = Some(conn);
+            (Some(CheckpointStorage::new(&c.dir, c.retain)?), restored)
+        }
+        (Some(c), _) => {
+            if let Some(p) = &placement {
+                p.validate(graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1))?;
+            }
             let (s, r) = restore_point(graph, c, config.restore_from.as_deref())?;
+            restore_wire = r.as_ref().map(|r| RestoreFrom {
+                location: config
+                    .restore_from
+                    .as_deref()
+                    .unwrap_or(&c.dir)
+                    .to_string_lossy()
+                    .into_owned(),
+                checkpoint: r.manifest.checkpoint_id,
+            });
             (Some(s), r)
         }
-        None if config.restore_from.is_some() => {
+        (None, None) if config.restore_from.is_some() => {
             return Err(RuntimeError::InvalidGraph(
                 "restoring from a savepoint needs a checkpoint directory for the resumed job".into(),
             ))
         }
-        None => (None, None),
+        (None, None) => (None, None),
     };
     let pred = chained_predecessors(graph, config);
     let mut successor: Vec<Option<NodeId>> = vec![None; graph.nodes.len()];
@@ -391,6 +462,10 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     // receivers by (downstream node, downstream subtask).
     let mut senders: HashMap<(usize, usize), Vec<Sender<Message>>> = HashMap::new();
     let mut receivers: HashMap<(NodeId, usize), Vec<InputChannel>> = HashMap::new();
+    let local = |subtask: usize| placement.as_ref().is_none_or(|p| p.is_local(subtask));
+    // Channels to and from subtasks on other workers, served by network threads.
+    let mut outbound: Vec<Outbound> = Vec::new();
+    let mut inbound: HashMap<(usize, usize, usize), Inbound> = HashMap::new();
     for (ei, e) in graph.edges.iter().enumerate() {
         if pred[e.to] == Some(e.from) && e.slot == OutputSlot::Main {
             continue;
@@ -403,20 +478,69 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                 (0..pd).collect()
             };
             for j in targets {
+                if !local(i) && !local(j) {
+                    continue;
+                }
                 let (tx, rx) = bounded(config.channel_capacity.max(1));
-                senders.entry((ei, i)).or_default().push(tx);
-                receivers
-                    .entry((e.to, j))
-                    .or_default()
-                    .push(InputChannel { rx, input: e.input });
+                match (&placement, local(i), local(j)) {
+                    (Some(p), true, false) => {
+                        senders.entry((ei, i)).or_default().push(tx);
+                        outbound.push(Outbound {
+                            rx,
+                            addr: p.peers[p.worker_of(j)],
+                            hello: Hello::Data {
+                                attempt: p.attempt,
+                                edge: ei,
+                                from: i,
+                                to: j,
+                            },
+                            codec: e.codec.clone(),
+                        });
+                    }
+                    (Some(p), false, true) => {
+                        receivers
+                            .entry((e.to, j))
+                            .or_default()
+                            .push(InputChannel { rx, input: e.input });
+                        let from = format!(
+                            "worker {} (`{}` {} to `{}` {})",
+                            p.worker_of(i),
+                            graph.nodes[e.from].name,
+                            i,
+                            graph.nodes[e.to].name,
+                            j
+                        );
+                        inbound.insert(
+                            (ei, i, j),
+                            Inbound {
+                                tx,
+                                codec: e.codec.clone(),
+                                from,
+                            },
+                        );
+                    }
+                    _ => {
+                        senders.entry((ei, i)).or_default().push(tx);
+                        receivers
+                            .entry((e.to, j))
+                            .or_default()
+                            .push(InputChannel { rx, input: e.input });
+                    }
+                }
             }
         }
     }
 
-    let cancel = Arc::new(AtomicBool::new(false));
     let (report_tx, report_rx) = unbounded();
     let reports = storage.as_ref().map(|_| report_tx);
-    let mut task_controls: Vec<Sender<Control>> = Vec::new();
+    let mut task_controls: Vec<TaskControl> = Vec::new();
+    // Control messages for each worker's tasks (used on worker 0), and this worker's own
+    // tasks by id (used on the others).
+    let workers = placement.as_ref().map_or(1, |p| p.peers.len());
+    let (to_worker, from_leader): (Vec<_>, Vec<_>) = (0..workers).map(|_| unbounded()).unzip();
+    let mut tasks_of_worker = vec![0usize; workers];
+    let mut local_controls: HashMap<usize, Sender<Control>> = HashMap::new();
+    let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut source_tasks: Vec<usize> = Vec::new();
     let attempt = new_attempt_id();
     let state_dir = match &config.state_backend {
@@ -438,6 +562,8 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         restored_from: restored.as_ref().map(|r| r.manifest.checkpoint_id),
         clock: config.clock.clone(),
         _state_dir: state_dir,
+        net_error: net_error.clone(),
+        events: CheckpointEvents::default(),
     };
 
     let info_for = |node: NodeId, i: usize| {
@@ -506,6 +632,21 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             .collect::<Vec<_>>()
             .join(" -> ");
         for i in 0..head.parallelism {
+            if let Some(p) = placement.as_ref().filter(|p| !p.is_local(i)) {
+                // Runs on another worker: only its id and where its control messages go.
+                let id = task_controls.len();
+                let control = TaskControl::Remote {
+                    task: id,
+                    to: to_worker[p.worker_of(i)].clone(),
+                };
+                tasks_of_worker[p.worker_of(i)] += 1;
+                task_controls.push(control.clone());
+                if matches!(head.kind, NodeKind::Source(_)) {
+                    source_tasks.push(id);
+                    handle.sources.push(control);
+                }
+                continue;
+            }
             // Build the chain from its tail so each link owns its successor.
             let mut next: Option<Box<Link>> = None;
             for &node in chain.iter().skip(1).rev() {
@@ -530,13 +671,14 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                 control: ctl_rx,
                 reports: reports.clone(),
             };
-            task_controls.push(ctl_tx.clone());
+            task_controls.push(TaskControl::Local(ctl_tx.clone()));
+            local_controls.insert(link.id, ctl_tx.clone());
             let span = info_span!("task", job = %graph.name, operator = %chain_name, subtask = i);
             let runner: Box<dyn FnOnce() -> Result<()> + Send> = match &head.kind {
                 NodeKind::Source(factory) => {
                     let source = factory(ctx.info())?;
                     source_tasks.push(link.id);
-                    handle.sources.push(ctl_tx);
+                    handle.sources.push(TaskControl::Local(ctl_tx));
                     let task = SourceTask { source, ctx, out, link };
                     Box::new(move || task.run())
                 }
@@ -552,6 +694,8 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                 }
             };
             let cancel = cancel.clone();
+            let running = running.clone();
+            running.fetch_add(1, Ordering::SeqCst);
             let name = format!("{chain_name} ({}/{})", i + 1, head.parallelism);
             let thread_name: String = format!("{}-{}", graph.nodes[head.id].name, i)
                 .chars()
@@ -562,6 +706,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                 .spawn(move || {
                     let _entered = span.enter();
                     let r = runner();
+                    running.fetch_sub(1, Ordering::SeqCst);
                     if let Err(e) = &r {
                         if !e.is_cancellation() {
                             warn!(error = %e, "task failed; cancelling the job");
@@ -576,6 +721,72 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     }
 
     handle._controls = task_controls.clone();
+    if let Some(p) = &placement {
+        // Network threads: one per outgoing channel, one accepting the incoming ones (and,
+        // on worker 0, the other workers' control connections).
+        for out in outbound {
+            let name = format!("net-out {:?}", out.hello);
+            let (c, e) = (cancel.clone(), net_error.clone());
+            let t = std::thread::Builder::new()
+                .name("net-out".into())
+                .spawn(move || {
+                    out.run(c.clone()).map_err(|err| {
+                        crate::net::control::fail(&e, &c, err);
+                        RuntimeError::Cancelled
+                    })
+                })
+                .map_err(|e| RuntimeError::external("spawning a network thread", e))?;
+            handle.threads.push((name, t));
+        }
+        let mut controls: HashMap<usize, ControlHandler> = HashMap::new();
+        let mut from_leader = from_leader.into_iter();
+        let _ = from_leader.next();
+        if p.is_leader() {
+            for (w, rx) in (1..workers).zip(from_leader) {
+                let (restore, reports) = (restore_wire.clone(), reports.clone());
+                let net = NetShared {
+                    cancel: cancel.clone(),
+                    error: net_error.clone(),
+                };
+                let tasks = tasks_of_worker[w];
+                let Some(reports) = reports else { break };
+                controls.insert(
+                    w,
+                    Box::new(move |stream| serve_worker(w, stream, restore, rx, reports, tasks, net)),
+                );
+            }
+        }
+        let acceptor = Acceptor {
+            listener: p
+                .listener
+                .try_clone()
+                .map_err(|e| RuntimeError::external("sharing the worker's listener", e))?,
+            attempt: p.attempt,
+            data: inbound,
+            controls,
+        };
+        let (c, e) = (cancel.clone(), net_error.clone());
+        let t = std::thread::Builder::new()
+            .name("net-accept".into())
+            .spawn(move || acceptor.run(c, e))
+            .map_err(|e| RuntimeError::external("spawning a network thread", e))?;
+        handle.threads.push(("network input".into(), t));
+        if let Some(conn) = leader_conn {
+            follow_leader(
+                conn,
+                local_controls,
+                report_rx,
+                storage,
+                handle.stopped.clone(),
+                running,
+                NetShared {
+                    cancel: cancel.clone(),
+                    error: net_error.clone(),
+                },
+            )?;
+            return Ok(handle);
+        }
+    }
     if let (Some(storage), Some(cfg)) = (storage, &config.checkpoints) {
         // Never reuse an id the directory holds, whatever was restored.
         let next_id = storage.newest_id()?.max(handle.restored_from).map_or(1, |id| id + 1);
@@ -595,6 +806,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             cancel: cancel.clone(),
             completed: handle.completed.clone(),
             stopped: handle.stopped.clone(),
+            events: handle.events.clone(),
         };
         let t = std::thread::Builder::new()
             .name("checkpoints".into())

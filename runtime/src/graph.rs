@@ -79,6 +79,8 @@ pub struct Edge {
     pub ship: ShipStrategy,
     /// Builds the typed writer that routes records on this edge.
     pub writer: Arc<dyn EdgeWriterFactory>,
+    /// Encodes its batches when they cross to another worker.
+    pub codec: Arc<dyn crate::net::BatchCodec>,
 }
 
 /// A job: nodes and edges, built by the DSL.

@@ -20,6 +20,7 @@ mod executor;
 mod graph;
 pub mod harness;
 pub mod metrics;
+pub mod net;
 mod operator;
 mod route;
 mod state_dir;
@@ -28,7 +29,7 @@ mod time;
 mod timers;
 
 pub use align::{BarrierAligner, BarrierOutcome, WatermarkUpdate, WatermarkValve};
-pub use coordinator::CheckpointConfig;
+pub use coordinator::{CheckpointConfig, CheckpointEvent};
 pub use element::{
     downcast_batch, Batch, BatchData, CheckpointBarrier, Data, Message, Record, Timestamp, MAX_WATERMARK,
     MIN_WATERMARK, NO_TIMESTAMP,
@@ -36,6 +37,7 @@ pub use element::{
 pub use error::{Fault, Result, RuntimeError, UserError};
 pub use executor::{execute, spawn, ExecutionConfig, JobControl, JobHandle, JobResult};
 pub use graph::{Edge, JobGraph, Node, NodeId, NodeKind, OperatorFactory, OutputSlot, ShipStrategy, SourceFactory};
+pub use net::{BatchCodec, BincodeCodec, Placement};
 pub use operator::{Operator, OperatorContext, Output, SourceFunction, SourceStatus, TaskInfo};
 pub use route::{EdgeWriter, EdgeWriterFactory, Route, TypedEdgeWriterFactory};
 pub use time::{Clock, ManualClock, SystemClock};

@@ -17,7 +17,15 @@
 //! assert!(text.contains("floe_dead_letters_total{source=\"payments\"} 3"));
 //! ```
 
+pub mod checkpoints;
+pub mod histogram;
+pub mod operators;
+pub mod pressure;
 pub mod server;
+
+pub use histogram::{SinkLatency, Summary, SINK_LATENCY_METRIC};
+pub use operators::{claim_job_attempt, operators, OperatorFigures};
+pub use pressure::BackPressure;
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -71,17 +79,63 @@ impl Gauge {
     }
 }
 
-#[derive(Clone, Debug)]
+/// How a metric is typed in the Prometheus text format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// Only goes up.
+    Counter,
+    /// Goes up and down.
+    Gauge,
+}
+
+/// Reads a value when the registry is listed; `None` leaves the series out for now.
+pub type Reader = Arc<dyn Fn() -> Option<f64> + Send + Sync>;
+
+#[derive(Clone)]
 enum Handle {
     Counter(Counter),
     Gauge(Gauge),
+    /// A value computed when listed (ratios, values in seconds, lags against the clock).
+    Read(Kind, Reader),
+    Summary(Summary),
+}
+
+impl std::fmt::Debug for Handle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Handle::Counter(c) => write!(f, "Counter({})", c.get()),
+            Handle::Gauge(g) => write!(f, "Gauge({})", g.get()),
+            Handle::Read(kind, read) => write!(f, "Read({kind:?}, {:?})", read()),
+            Handle::Summary(s) => write!(f, "Summary(count {})", s.count()),
+        }
+    }
 }
 
 impl Handle {
-    fn value(&self) -> i128 {
+    /// The value as a number (a summary's is its count), `None` when a reader has none.
+    fn number(&self) -> Option<f64> {
         match self {
-            Handle::Counter(c) => i128::from(c.get()),
-            Handle::Gauge(g) => i128::from(g.get()),
+            Handle::Counter(c) => Some(c.get() as f64),
+            Handle::Gauge(g) => Some(g.get() as f64),
+            Handle::Read(_, read) => read(),
+            Handle::Summary(s) => Some(s.count() as f64),
+        }
+    }
+
+    fn value(&self) -> Option<i128> {
+        match self {
+            Handle::Counter(c) => Some(i128::from(c.get())),
+            Handle::Gauge(g) => Some(i128::from(g.get())),
+            Handle::Read(_, read) => read().map(|v| v.round() as i128),
+            Handle::Summary(s) => Some(i128::from(s.count())),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Handle::Counter(_) | Handle::Read(Kind::Counter, _) => "counter",
+            Handle::Gauge(_) | Handle::Read(Kind::Gauge, _) => "gauge",
+            Handle::Summary(_) => "summary",
         }
     }
 }
@@ -131,7 +185,7 @@ impl Registry {
     pub fn counter(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Counter {
         match self.handle(name, help, labels, || Handle::Counter(Counter::default())) {
             Handle::Counter(c) => c,
-            Handle::Gauge(_) => panic!("metric {name} is a gauge, not a counter"),
+            other => panic!("metric {name} is a {}, not a counter", other.type_name()),
         }
     }
 
@@ -142,8 +196,46 @@ impl Registry {
     pub fn gauge(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Gauge {
         match self.handle(name, help, labels, || Handle::Gauge(Gauge::default())) {
             Handle::Gauge(g) => g,
-            Handle::Counter(_) => panic!("metric {name} is a counter, not a gauge"),
+            other => panic!("metric {name} is a {}, not a gauge", other.type_name()),
         }
+    }
+
+    /// The summary `name` with `labels` (quantiles, count and sum of observations), created
+    /// empty on first use.
+    ///
+    /// # Panics
+    /// If `name` is already registered as another kind (a programming error, not input).
+    pub fn summary(&self, name: &str, help: &str, labels: &[(&str, &str)]) -> Summary {
+        match self.handle(name, help, labels, || Handle::Summary(Summary::new())) {
+            Handle::Summary(s) => s,
+            other => panic!("metric {name} is a {}, not a summary", other.type_name()),
+        }
+    }
+
+    /// Lists a value that `read` computes each time the registry is listed (a ratio, a lag
+    /// against the clock, nanoseconds shown in seconds), in place of any series of the same
+    /// name and labels. `read` returning `None` leaves the series out for now.
+    pub fn register_reader(&self, name: &str, help: &str, kind: Kind, labels: &[(&str, &str)], read: Reader) {
+        self.insert(name, help, labels, Handle::Read(kind, read));
+    }
+
+    /// Removes every series that has label `key` equal to `value` (e.g. a job's series when
+    /// a new attempt of the job starts in the same process).
+    pub fn remove_labelled(&self, key: &str, value: &str) {
+        let mut families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        for f in families.values_mut() {
+            f.series
+                .retain(|labels, _| !labels.iter().any(|(k, v)| k == key && v == value));
+        }
+        families.retain(|_, f| !f.series.is_empty());
+    }
+
+    /// The current value of the series `name` with exactly `labels` (a summary's count),
+    /// if it is listed and has a value.
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+        let labels = sorted(labels);
+        let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
+        families.get(name)?.series.get(&labels)?.number()
     }
 
     /// Lists `counter` (a handle an operator already has) as `name` with `labels`, in place
@@ -185,10 +277,12 @@ impl Registry {
         families
             .iter()
             .flat_map(|(name, f)| {
-                f.series.iter().map(move |(labels, h)| Sample {
-                    name: name.clone(),
-                    labels: labels.clone(),
-                    value: h.value(),
+                f.series.iter().filter_map(move |(labels, h)| {
+                    Some(Sample {
+                        name: name.clone(),
+                        labels: labels.clone(),
+                        value: h.value()?,
+                    })
                 })
             })
             .collect()
@@ -213,30 +307,64 @@ impl Registry {
         let families = self.families.lock().unwrap_or_else(PoisonError::into_inner);
         let mut out = String::new();
         for (name, f) in families.iter() {
-            let kind = match f.series.values().next() {
-                Some(Handle::Counter(_)) => "counter",
-                Some(Handle::Gauge(_)) => "gauge",
-                None => continue,
+            let Some(kind) = f.series.values().next().map(Handle::type_name) else {
+                continue;
             };
             let _ = writeln!(out, "# HELP {name} {}", escape(&f.help, false));
             let _ = writeln!(out, "# TYPE {name} {kind}");
             for (labels, h) in &f.series {
-                out.push_str(name);
-                if !labels.is_empty() {
-                    out.push('{');
-                    for (i, (k, v)) in labels.iter().enumerate() {
-                        if i > 0 {
-                            out.push(',');
+                match h {
+                    Handle::Counter(c) => line(&mut out, name, labels, None, &c.get().to_string()),
+                    Handle::Gauge(g) => line(&mut out, name, labels, None, &g.get().to_string()),
+                    Handle::Read(_, read) => {
+                        if let Some(v) = read().filter(|v| v.is_finite()) {
+                            line(&mut out, name, labels, None, &v.to_string());
                         }
-                        let _ = write!(out, "{k}=\"{}\"", escape(v, true));
                     }
-                    out.push('}');
+                    Handle::Summary(s) => {
+                        let figures = s.figures(histogram::QUANTILES);
+                        if figures.count > 0 {
+                            for (q, v) in &figures.quantiles {
+                                line(
+                                    &mut out,
+                                    name,
+                                    labels,
+                                    Some(("quantile", &q.to_string())),
+                                    &v.to_string(),
+                                );
+                            }
+                        }
+                        line(&mut out, &format!("{name}_sum"), labels, None, &figures.sum.to_string());
+                        line(
+                            &mut out,
+                            &format!("{name}_count"),
+                            labels,
+                            None,
+                            &figures.count.to_string(),
+                        );
+                    }
                 }
-                let _ = writeln!(out, " {}", h.value());
             }
         }
         out
     }
+}
+
+/// Writes one sample line: `name{labels,extra} value`.
+fn line(out: &mut String, name: &str, labels: &Labels, extra: Option<(&str, &str)>, value: &str) {
+    out.push_str(name);
+    if !labels.is_empty() || extra.is_some() {
+        out.push('{');
+        let all = labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).chain(extra);
+        for (i, (k, v)) in all.enumerate() {
+            if i > 0 {
+                out.push(',');
+            }
+            let _ = write!(out, "{k}=\"{}\"", escape(v, true));
+        }
+        out.push('}');
+    }
+    let _ = writeln!(out, " {value}");
 }
 
 fn sorted(labels: &[(&str, &str)]) -> Labels {
@@ -304,6 +432,45 @@ mod tests {
         );
         assert!(text.contains("lag{topic=\"a\\\"b\\\\c\"} -3\n"), "{text}");
         assert!(text.contains("# TYPE n counter\nn 7\n"), "{text}");
+    }
+
+    #[test]
+    fn readers_summaries_and_removal_render_as_prometheus_expects() {
+        let r = Registry::new();
+        let read: Reader = Arc::new(|| Some(0.25));
+        r.register_reader("ratio", "R", Kind::Gauge, &[("job", "a")], read);
+        r.register_reader("hidden", "H", Kind::Counter, &[("job", "a")], Arc::new(|| None));
+        let s = r.summary("lat_ms", "L", &[("job", "b")]);
+        let mut local = histogram::LocalHistogram::new();
+        for v in [10, 20, 30, 40] {
+            local.record(v);
+        }
+        s.merge(&mut local);
+        let text = r.render_prometheus();
+        assert!(text.contains("# TYPE ratio gauge\nratio{job=\"a\"} 0.25\n"), "{text}");
+        assert!(text.contains("# TYPE hidden counter\n"), "{text}");
+        assert!(
+            !text.contains("hidden{"),
+            "a reader without a value is left out: {text}"
+        );
+        assert!(text.contains("# TYPE lat_ms summary\n"), "{text}");
+        assert!(text.contains("lat_ms{job=\"b\",quantile=\"0.5\"} 20\n"), "{text}");
+        assert!(text.contains("lat_ms{job=\"b\",quantile=\"0.999\"} 40\n"), "{text}");
+        assert!(
+            text.contains("lat_ms_sum{job=\"b\"} 100\nlat_ms_count{job=\"b\"} 4\n"),
+            "{text}"
+        );
+        assert_eq!(r.value("ratio", &[("job", "a")]), Some(0.25));
+        assert_eq!(r.value("lat_ms", &[("job", "b")]), Some(4.0));
+        r.remove_labelled("job", "a");
+        let text = r.render_prometheus();
+        assert!(!text.contains("ratio") && !text.contains("hidden"), "{text}");
+        assert!(text.contains("lat_ms_count"), "{text}");
+        let empty = r.summary("empty_ms", "E", &[]);
+        assert_eq!(empty.count(), 0);
+        let text = r.render_prometheus();
+        assert!(!text.contains("empty_ms{quantile"), "no quantiles without data: {text}");
+        assert!(text.contains("empty_ms_count 0\n"), "{text}");
     }
 
     #[test]

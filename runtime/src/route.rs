@@ -3,11 +3,12 @@
 
 use std::sync::Arc;
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Sender, TrySendError};
 use floe_checkpoints::{subtask_for_key_group, KeyGroup};
 
 use crate::element::{downcast_batch, Batch, Message, Record};
 use crate::error::{Result, RuntimeError};
+use crate::metrics::BackPressure;
 
 /// Writes one upstream subtask's output on one edge.
 pub trait EdgeWriter: Send {
@@ -17,6 +18,23 @@ pub trait EdgeWriter: Send {
     fn flush(&mut self) -> Result<()>;
     /// Flushes, then sends a control message to every channel.
     fn broadcast(&mut self, make: &dyn Fn() -> Message) -> Result<()>;
+    /// Counts the time this writer blocks on full channels in `pressure` (its task's).
+    /// Writers that never block may ignore it.
+    fn set_back_pressure(&mut self, _pressure: Arc<BackPressure>) {}
+}
+
+/// Sends `msg` on `tx`: without waiting when the channel has room, otherwise waiting for
+/// room and counting the wait in `pressure`. Fails only when the receiver is gone.
+pub fn send_counting_blocked(tx: &Sender<Message>, msg: Message, pressure: Option<&BackPressure>) -> Result<()> {
+    match tx.try_send(msg) {
+        Ok(()) => Ok(()),
+        Err(TrySendError::Full(msg)) => match pressure {
+            Some(p) => p.blocked(|| tx.send(msg)),
+            None => tx.send(msg),
+        }
+        .map_err(|_| RuntimeError::Cancelled),
+        Err(TrySendError::Disconnected(_)) => Err(RuntimeError::Cancelled),
+    }
 }
 
 /// Builds the writers of an edge; typed on the record type by the DSL.
@@ -70,6 +88,7 @@ impl<T: Clone + Send + 'static> EdgeWriterFactory for TypedEdgeWriterFactory<T> 
             route: self.route.clone(),
             next: subtask % n.max(1),
             batch_size: batch_size.max(1),
+            pressure: None,
         })
     }
 }
@@ -80,14 +99,17 @@ struct TypedEdgeWriter<T> {
     route: Route<T>,
     next: usize,
     batch_size: usize,
+    pressure: Option<Arc<BackPressure>>,
 }
 
 impl<T: Clone + Send + 'static> TypedEdgeWriter<T> {
     fn send(&mut self, i: usize) -> Result<()> {
         let full = std::mem::replace(&mut self.buffers[i], Vec::with_capacity(self.batch_size));
-        self.channels[i]
-            .send(Message::Data(Box::new(full)))
-            .map_err(|_| RuntimeError::Cancelled)
+        send_counting_blocked(
+            &self.channels[i],
+            Message::Data(Box::new(full)),
+            self.pressure.as_deref(),
+        )
     }
 
     fn push(&mut self, i: usize, r: Record<T>) -> Result<()> {
@@ -104,9 +126,7 @@ impl<T: Clone + Send + 'static> EdgeWriter for TypedEdgeWriter<T> {
         let n = self.channels.len();
         if n == 1 && self.buffers[0].is_empty() && batch.len() >= self.batch_size / 2 {
             // A large enough batch for a single channel goes as it is: no copy at all.
-            return self.channels[0]
-                .send(Message::Data(batch))
-                .map_err(|_| RuntimeError::Cancelled);
+            return send_counting_blocked(&self.channels[0], Message::Data(batch), self.pressure.as_deref());
         }
         let records = downcast_batch::<T>(batch)?;
         match &self.route {
@@ -152,8 +172,12 @@ impl<T: Clone + Send + 'static> EdgeWriter for TypedEdgeWriter<T> {
     fn broadcast(&mut self, make: &dyn Fn() -> Message) -> Result<()> {
         self.flush()?;
         for c in &self.channels {
-            c.send(make()).map_err(|_| RuntimeError::Cancelled)?;
+            send_counting_blocked(c, make(), self.pressure.as_deref())?;
         }
         Ok(())
+    }
+
+    fn set_back_pressure(&mut self, pressure: Arc<BackPressure>) {
+        self.pressure = Some(pressure);
     }
 }

@@ -10,6 +10,7 @@ use crate::align::{BarrierAligner, BarrierOutcome, WatermarkUpdate, WatermarkVal
 use crate::chain::{guarded, Link, LinkOutput, TaskSnapshot};
 use crate::element::{CheckpointBarrier, Message, Timestamp, MAX_WATERMARK};
 use crate::error::{Result, RuntimeError};
+use crate::metrics::BackPressure;
 use crate::operator::{OperatorContext, Output, SourceFunction, SourceStatus};
 
 /// Control messages from the job to tasks.
@@ -38,6 +39,13 @@ pub(crate) enum Report {
     SourceEnded { task: usize },
     /// Task `task` ended; its last acknowledged state stands for later checkpoints.
     Finished { task: usize },
+    /// Task `task` of another worker took its part of checkpoint `id`, and that worker
+    /// wrote its state already.
+    AckWritten {
+        id: u64,
+        task: usize,
+        files: Vec<floe_checkpoints::StateFile>,
+    },
 }
 
 /// What every task shares with the job.
@@ -116,6 +124,8 @@ impl SourceTask {
     }
 
     fn run_to_end(&mut self) -> Result<()> {
+        self.out
+            .attach_metrics(self.ctx.info(), &Arc::new(BackPressure::new()), true);
         let source = &mut self.source;
         guarded(&mut self.ctx, |ctx| source.open(ctx))?;
         if let Some(next) = &mut self.out.next {
@@ -135,6 +145,7 @@ impl SourceTask {
             }
             let (source, out) = (&mut self.source, &mut self.out);
             let status = guarded(&mut self.ctx, |ctx| source.poll_batch(ctx, out))?;
+            self.out.tick_metrics();
             let now = self.ctx.processing_time();
             self.wake_due(now)?;
             match status {
@@ -279,6 +290,8 @@ impl OperatorTask {
     }
 
     fn run_to_end(&mut self) -> Result<()> {
+        let Link { ctx, out, .. } = &mut self.head;
+        out.attach_metrics(ctx.info(), &Arc::new(BackPressure::new()), false);
         self.head.open()?;
         let n = self.inputs.len();
         let mut gate = Gate {
@@ -296,6 +309,7 @@ impl OperatorTask {
             if self.link.cancelled() {
                 return Err(RuntimeError::Cancelled);
             }
+            self.head.out.tick_metrics();
             let all_ended = gate.ended.iter().all(|e| *e);
             if all_ended {
                 // Stay for the notification of the last checkpoint this task took part in,

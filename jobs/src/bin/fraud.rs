@@ -7,7 +7,7 @@
 //! the alerts topic. Payments that are not valid JSON payments go to the dead-letter topic.
 //!
 //! ```text
-//! fraud --brokers 127.0.0.1:9092 --input payments --alerts fraud-alerts \
+//! fraud [run] --brokers 127.0.0.1:9092 --input payments --alerts fraud-alerts \
 //!     --checkpoint-dir chk/ --checkpoint-interval-ms 10000
 //! ```
 
@@ -53,7 +53,8 @@ struct Args {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    // `fraud submit ...`, `fraud graph`, `fraud worker` (for task managers), or a run here.
+    let args = Args::parse_from(floe_dsl::job::args());
     init_logging();
     let env = Env::from_options(&args.floe)?;
     let kafka = args.kafka.config()?;

@@ -2,6 +2,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use floe_runtime::metrics::SinkLatency;
 use floe_runtime::{downcast_batch, Batch, Data, Operator, OperatorContext, Output, Result};
 
 /// Reads what a [`CollectSink`] gathered.
@@ -56,6 +57,7 @@ impl<T> CollectHandle<T> {
 /// Appends every value to a shared vector (one lock per batch).
 pub struct CollectSink<T> {
     target: Arc<Mutex<Vec<T>>>,
+    latency: Option<SinkLatency>,
 }
 
 impl<T> CollectSink<T> {
@@ -68,13 +70,21 @@ impl<T> CollectSink<T> {
     /// # let _ = sink;
     /// ```
     pub fn new(target: Arc<Mutex<Vec<T>>>) -> Self {
-        CollectSink { target }
+        CollectSink { target, latency: None }
     }
 }
 
 impl<T: Data> Operator for CollectSink<T> {
-    fn process_batch(&mut self, _: usize, batch: Batch, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+    fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
+        self.latency = Some(SinkLatency::new(ctx.info()));
+        Ok(())
+    }
+
+    fn process_batch(&mut self, _: usize, batch: Batch, ctx: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
         let records = downcast_batch::<T>(batch)?;
+        if let Some(l) = &mut self.latency {
+            l.record_batch(records.iter().map(|r| r.timestamp), ctx.processing_time());
+        }
         lock(&self.target).extend(records.into_iter().map(|r| r.value));
         Ok(())
     }

@@ -20,6 +20,7 @@ use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
 use floe_checkpoints::{decode, encode, StateSnapshot};
+use floe_runtime::metrics::SinkLatency;
 use floe_runtime::{
     downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, RuntimeError,
 };
@@ -67,6 +68,7 @@ pub struct ExactlyOnceFileSink<T, F: PartFormat<T>> {
     pending: Vec<(u64, PathBuf)>,
     seq: u64,
     cleaned: bool,
+    latency: Option<SinkLatency>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -96,6 +98,7 @@ impl<T, F: PartFormat<T>> ExactlyOnceFileSink<T, F> {
             pending: Vec::new(),
             seq: 0,
             cleaned: false,
+            latency: None,
             _t: PhantomData,
         }
     }
@@ -179,6 +182,7 @@ impl<T: Data, F: PartFormat<T>> Operator for ExactlyOnceFileSink<T, F> {
         self.subtask = ctx.info().subtask_index;
         self.attempt = format!("{:x}", ctx.info().attempt);
         self.checkpointing = ctx.info().checkpointing;
+        self.latency = Some(SinkLatency::new(ctx.info()));
         fs::create_dir_all(&self.dir).map_err(|e| self.error("creating", &self.dir, e))?;
         if let Some(restored) = ctx.info().restored_checkpoint {
             self.roll_back_after(restored)?;
@@ -193,8 +197,11 @@ impl<T: Data, F: PartFormat<T>> Operator for ExactlyOnceFileSink<T, F> {
         Ok(())
     }
 
-    fn process_batch(&mut self, _: usize, batch: Batch, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+    fn process_batch(&mut self, _: usize, batch: Batch, ctx: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
         let records = downcast_batch::<T>(batch)?;
+        if let Some(l) = &mut self.latency {
+            l.record_batch(records.iter().map(|r| r.timestamp), ctx.processing_time());
+        }
         if self.writer.is_none() {
             self.seq += 1;
             let path = self.dir.join(format!(

@@ -6,6 +6,7 @@ use std::marker::PhantomData;
 use std::path::PathBuf;
 
 use floe_checkpoints::StateSnapshot;
+use floe_runtime::metrics::SinkLatency;
 use floe_runtime::{
     downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Result, RuntimeError,
 };
@@ -22,6 +23,7 @@ use serde::Serialize;
 pub struct JsonLinesSink<T> {
     path: PathBuf,
     writer: Option<BufWriter<File>>,
+    latency: Option<SinkLatency>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -31,6 +33,7 @@ impl<T> JsonLinesSink<T> {
         JsonLinesSink {
             path,
             writer: None,
+            latency: None,
             _t: PhantomData,
         }
     }
@@ -66,11 +69,15 @@ impl<T: Data + Serialize> Operator for JsonLinesSink<T> {
         }
         let file = File::create(&self.path).map_err(|e| self.error(e))?;
         self.writer = Some(BufWriter::with_capacity(256 * 1024, file));
+        self.latency = Some(SinkLatency::new(ctx.info()));
         Ok(())
     }
 
-    fn process_batch(&mut self, _: usize, batch: Batch, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+    fn process_batch(&mut self, _: usize, batch: Batch, ctx: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
         let records = downcast_batch::<T>(batch)?;
+        if let Some(l) = &mut self.latency {
+            l.record_batch(records.iter().map(|r| r.timestamp), ctx.processing_time());
+        }
         let Some(w) = self.writer.as_mut() else {
             return Err(RuntimeError::Internal("json-lines sink used before open".into()));
         };

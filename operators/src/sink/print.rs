@@ -4,6 +4,7 @@ use std::fmt::Debug;
 use std::io::Write;
 use std::marker::PhantomData;
 
+use floe_runtime::metrics::SinkLatency;
 use floe_runtime::{downcast_batch, Batch, Data, Operator, OperatorContext, Output, Result, RuntimeError};
 
 /// Prints every value with `{:?}`, prefixed by `subtask> ` when parallel (as Flink's
@@ -16,6 +17,7 @@ use floe_runtime::{downcast_batch, Batch, Data, Operator, OperatorContext, Outpu
 /// ```
 pub struct PrintSink<T> {
     prefix: String,
+    latency: Option<SinkLatency>,
     _t: PhantomData<fn(T)>,
 }
 
@@ -24,6 +26,7 @@ impl<T> PrintSink<T> {
     pub fn new() -> Self {
         PrintSink {
             prefix: String::new(),
+            latency: None,
             _t: PhantomData,
         }
     }
@@ -40,13 +43,18 @@ impl<T: Data + Debug> Operator for PrintSink<T> {
         if ctx.info().parallelism > 1 {
             self.prefix = format!("{}> ", ctx.info().subtask_index + 1);
         }
+        self.latency = Some(SinkLatency::new(ctx.info()));
         Ok(())
     }
 
-    fn process_batch(&mut self, _: usize, batch: Batch, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+    fn process_batch(&mut self, _: usize, batch: Batch, ctx: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+        let records = downcast_batch::<T>(batch)?;
+        if let Some(l) = &mut self.latency {
+            l.record_batch(records.iter().map(|r| r.timestamp), ctx.processing_time());
+        }
         let stdout = std::io::stdout();
         let mut w = stdout.lock();
-        for r in downcast_batch::<T>(batch)? {
+        for r in records {
             writeln!(w, "{}{:?}", self.prefix, r.value).map_err(|e| RuntimeError::external("writing to stdout", e))?;
         }
         w.flush().map_err(|e| RuntimeError::external("writing to stdout", e))

@@ -4,7 +4,12 @@
 //!
 //! The messages are in [`protocol`]; see `docs/ARCHITECTURE.md` for how the parts meet.
 
+pub mod cli;
+pub mod client;
 pub mod error;
+pub mod jobmanager;
 pub mod protocol;
+pub mod taskmanager;
+pub mod worker;
 
 pub use error::{ClusterError, Result};

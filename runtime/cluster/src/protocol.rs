@@ -487,6 +487,13 @@ pub enum WorkerEvent {
         /// Whether it was a savepoint.
         is_savepoint: bool,
     },
+    /// A checkpoint failed (worker 0); counted in `floe_checkpoints_failed_total`.
+    CheckpointFailed {
+        /// Its id.
+        id: u64,
+        /// Why it failed.
+        reason: String,
+    },
     /// A savepoint asked for by [`WorkerCommand::Savepoint`] was written (worker 0).
     SavepointCompleted {
         /// The request it answers.

@@ -96,6 +96,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use floe_checkpoints::StateSnapshot;
+use floe_runtime::metrics::SinkLatency;
 use floe_runtime::{
     downcast_batch, Batch, CheckpointBarrier, Data, Operator, OperatorContext, Output, Record, Result, RuntimeError,
     TaskInfo, NO_TIMESTAMP,
@@ -213,6 +214,8 @@ pub struct KafkaSink<T> {
     /// Exactly-once: the current epoch's records, and epochs awaiting their checkpoint.
     epoch: EpochBuffer,
     pending: Vec<PendingEpoch>,
+    /// Event-to-sink latency of this subtask, once open.
+    latency: Option<SinkLatency>,
 }
 
 impl<T> Clone for KafkaSink<T> {
@@ -262,6 +265,7 @@ impl<T> KafkaSink<T> {
             value: Vec::new(),
             epoch: EpochBuffer::default(),
             pending: Vec::new(),
+            latency: None,
         }
     }
 
@@ -433,6 +437,7 @@ impl<T> KafkaSink<T> {
 impl<T: Data> Operator for KafkaSink<T> {
     fn open(&mut self, ctx: &mut OperatorContext) -> Result<()> {
         let info = ctx.info().clone();
+        self.latency = Some(SinkLatency::new(&info));
         let span = info_span!(
             "kafka_sink",
             job = %info.job_name,
@@ -493,8 +498,11 @@ impl<T: Data> Operator for KafkaSink<T> {
         Ok(())
     }
 
-    fn process_batch(&mut self, _: usize, batch: Batch, _: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
+    fn process_batch(&mut self, _: usize, batch: Batch, ctx: &mut OperatorContext, _: &mut dyn Output) -> Result<()> {
         let records: Vec<Record<T>> = downcast_batch(batch)?;
+        if let Some(l) = &mut self.latency {
+            l.record_batch(records.iter().map(|r| r.timestamp), ctx.processing_time());
+        }
         let spec = Arc::clone(&self.spec);
         let run = self.running()?;
         let span = run.span.clone();

@@ -6,10 +6,12 @@ use std::time::Duration;
 use rdkafka::client::ClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::{KafkaError, KafkaResult};
+use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 use regex::Regex;
 use tracing::{debug, warn};
 
+use super::lag::ConsumerLag;
 use crate::kafka::KafkaConfig;
 use floe_runtime::{Result, RuntimeError};
 
@@ -18,10 +20,17 @@ pub(crate) const EARLIEST: i64 = -2;
 /// Kafka's `ListOffsets` query for the end offset (high watermark) of a partition.
 pub(crate) const LATEST: i64 = -1;
 
-/// The consumer's context: reports the outcome of offset commits.
-pub(crate) struct SourceContext;
+/// The consumer's context: reports the outcome of offset commits, and turns librdkafka's
+/// statistics into consumer-lag gauges.
+pub(crate) struct SourceContext {
+    pub(crate) lag: ConsumerLag,
+}
 
 impl ClientContext for SourceContext {
+    fn stats(&self, statistics: Statistics) {
+        self.lag.update(&statistics);
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
         // The end of a partition reaches here as a "global error" on bounded reads: it is
         // how they end, not a failure.
@@ -59,6 +68,7 @@ pub(crate) fn create_consumer(
     group_id: Option<&str>,
     client_id: &str,
     bounded: bool,
+    lag: ConsumerLag,
 ) -> Result<SourceConsumer> {
     let mut defaults = vec![
         ("client.id", client_id),
@@ -70,6 +80,9 @@ pub(crate) fn create_consumer(
         // full enough, capping a partition's catch-up at ~200K records/s here; 10 ms lets
         // a source read at 1M+ records/s (measured with benches/kafka-pipeline).
         ("fetch.queue.backoff.ms", "10"),
+        // Consumer lag (high watermarks from fetch responses) once a second, delivered in
+        // the source's own polls.
+        ("statistics.interval.ms", "1000"),
     ];
     // librdkafka refuses `assign` without a group id; without one of the user's, the
     // consumer gets a group of its own that nothing is ever committed to (the brokers do
@@ -78,7 +91,7 @@ pub(crate) fn create_consumer(
     defaults.push(("group.id", group_id.unwrap_or(&own_group)));
     config
         .client_config(&defaults)
-        .create_with_context(SourceContext)
+        .create_with_context(SourceContext { lag })
         .map_err(|e| {
             RuntimeError::InvalidGraph(format!(
                 "Kafka source: the client configuration is not valid ({e}); check the properties set on its KafkaConfig"

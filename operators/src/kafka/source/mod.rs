@@ -23,6 +23,7 @@ mod assignment;
 mod builder;
 mod client;
 mod deser;
+mod lag;
 mod partitions;
 mod watermarks;
 
@@ -49,6 +50,7 @@ use crate::kafka::DeadLetter;
 
 pub use self::builder::{KafkaSourceBuilder, TimestampsFrom};
 pub use self::deser::{AndThen, Bytes, Deserializer, Envelope, Json, KafkaMessage, Utf8, WithMetadata};
+pub use self::lag::CONSUMER_LAG_METRIC;
 pub use self::partitions::{assigned_subtask, OffsetReset, StartPosition};
 
 /// How long a `poll_batch` that finds no record waits in librdkafka for one (it returns as
@@ -204,7 +206,8 @@ impl<T: Data> SourceFunction for KafkaSource<T> {
         );
         let _e = span.enter();
         let client_id = format!("floe-{}-{}-{}", info.job_name, info.operator_name, info.subtask_index);
-        let consumer = client::create_consumer(&s.config, s.group_id.as_deref(), &client_id, s.bounded)?;
+        let lag = lag::ConsumerLag::new(info);
+        let consumer = client::create_consumer(&s.config, s.group_id.as_deref(), &client_id, s.bounded, lag)?;
         let now = ctx.processing_time();
         let watermarks = PartitionWatermarks::new(s.bound_ms, s.idle_ms);
         let mut run = Running::new(consumer, span.clone(), info.subtask_index, info.parallelism, watermarks);

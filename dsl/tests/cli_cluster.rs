@@ -1,0 +1,349 @@
+//! The cluster commands of the real `floe` binary against a real job manager (`floe
+//! jobmanager` on a free port) and task manager (`floe taskmanager`).
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn floe() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_floe"));
+    command.env_remove("FLOE_TOKEN").env_remove("FLOE_JOB_MANAGER");
+    command
+}
+
+/// Polls `check` until it gives a value, failing with `what` at the deadline.
+fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A child process killed when dropped.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `floe jobmanager` on a free port of 127.0.0.1, its token made up in its data directory.
+struct JobManager {
+    _process: Guard,
+    url: String,
+    token_file: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl JobManager {
+    fn start() -> JobManager {
+        let dir = tempfile::tempdir().unwrap();
+        let data_dir = dir.path().join("jm");
+        let mut child = floe()
+            .args(["jobmanager", "--bind", "127.0.0.1:0", "--data-dir"])
+            .arg(&data_dir)
+            .stdout(Stdio::piped())
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let process = Guard(child);
+        // Its first line says where it listens.
+        let mut stdout = BufReader::new(stdout);
+        let mut first = String::new();
+        stdout.read_line(&mut first).unwrap();
+        // The rest is read (and dropped) so that its prints never meet a closed pipe.
+        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        let url = first
+            .trim()
+            .rsplit(' ')
+            .next()
+            .filter(|u| u.starts_with("http://"))
+            .unwrap_or_else(|| panic!("unexpected first line of floe jobmanager: {first:?}"))
+            .to_owned();
+        JobManager {
+            _process: process,
+            url,
+            token_file: data_dir.join("token"),
+            _dir: dir,
+        }
+    }
+
+    /// `floe <command> --job-manager URL --token-file PATH <rest>`.
+    fn run(&self, args: &[&str]) -> Output {
+        // The connection flags go right after the subcommand (anything after `--` is the
+        // job's).
+        let (command, rest) = args.split_first().expect("a subcommand");
+        floe()
+            .arg(command)
+            .args(["--job-manager", &self.url, "--token-file"])
+            .arg(&self.token_file)
+            .args(rest)
+            .output()
+            .unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "floe {args:?}: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout)
+            .unwrap_or_else(|e| panic!("floe {args:?} printed no JSON ({e}): {}", text(&out.stdout)))
+    }
+
+    fn token(&self) -> String {
+        fs::read_to_string(&self.token_file).unwrap().trim().to_owned()
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// A "job binary": a shell script.
+fn job_script(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let path = dir.join(name);
+    fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    path
+}
+
+#[test]
+fn help_lists_the_commands() {
+    let out = floe().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let help = text(&out.stdout);
+    for command in [
+        "tail",
+        "jobmanager",
+        "taskmanager",
+        "submit",
+        "list",
+        "status",
+        "cancel",
+        "savepoint",
+        "stop",
+        "resume",
+        "rescale",
+        "taskmanagers",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(&format!("{command} "))),
+            "{command} is missing from:\n{help}"
+        );
+    }
+}
+
+#[test]
+fn submit_status_list_and_cancel_a_job() {
+    let jm = JobManager::start();
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(jm.json(&["list", "--json"]), serde_json::json!([]));
+    assert_eq!(jm.json(&["taskmanagers", "--json"]), serde_json::json!([]));
+
+    let binary = job_script(dir.path(), "wordcount", "exit 0\n");
+    let binary_path = binary.display().to_string();
+    let out = jm.run(&[
+        "submit",
+        &binary_path,
+        "--parallelism",
+        "2",
+        "--restart",
+        "fixed:3:100",
+        "--",
+        "--input",
+        "words.txt",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    assert!(id.starts_with("j-"), "submit printed {id:?}");
+
+    // No task manager: it waits for slots.
+    let status = jm.json(&["status", &id, "--json"]);
+    assert_eq!(status["id"], id.as_str());
+    assert_eq!(status["name"], "wordcount");
+    assert_eq!(status["parallelism"], 2);
+    assert_eq!(status["state"], "scheduled");
+    assert_eq!(status["args"], serde_json::json!(["--input", "words.txt"]));
+    assert_eq!(status["restart"]["type"], "fixed-delay");
+
+    let human = text(&jm.run(&["status", &id]).stdout);
+    assert!(human.contains(&id) && human.contains("scheduled"), "{human}");
+    assert!(human.contains("History") && human.contains("Exceptions"), "{human}");
+    let list = text(&jm.run(&["list"]).stdout);
+    assert!(list.starts_with("ID "), "{list}");
+    assert!(list.contains(&id) && list.contains("wordcount"), "{list}");
+
+    let out = jm.run(&["cancel", &id]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout).trim(), format!("job {id} is cancelled"));
+    assert_eq!(jm.json(&["status", &id, "--json"])["state"], "cancelled");
+    let jobs = jm.json(&["list", "--json"]);
+    assert_eq!(jobs.as_array().map(Vec::len), Some(1));
+}
+
+#[test]
+fn errors_exit_1_with_a_message_saying_what_to_change() {
+    let jm = JobManager::start();
+
+    let out = jm.run(&["status", "j-000000000000"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("floe status: "), "{err}");
+    assert!(err.contains("j-000000000000"), "{err}");
+
+    // No token.
+    let out = floe().args(["list", "--job-manager", &jm.url]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.starts_with("floe list: ") && err.contains("--token"), "{err}");
+
+    // The token from the environment works.
+    let out = floe()
+        .args(["list", "--json"])
+        .env("FLOE_JOB_MANAGER", &jm.url)
+        .env("FLOE_TOKEN", jm.token())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    // Nothing listening.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = floe()
+        .args(["list", "--token", "x", "--job-manager"])
+        .arg(format!("http://127.0.0.1:{port}"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains("floe jobmanager"), "{err}");
+
+    let out = floe()
+        .args(["list", "--job-manager", "https://example.invalid"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("https is not supported"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = floe().args(["submit", "x", "--parallelism", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("at least 1"), "{}", text(&out.stderr));
+
+    let out = floe().args(["submit", "x", "--restart", "always"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    assert!(err.contains("none, fixed:<attempts>:<delay_ms>"), "{err}");
+
+    let out = floe().args(["taskmanager", "--slots", "0"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("at least 1 slot"));
+}
+
+/// Starts `floe taskmanager` against `jm` and waits until it registered.
+fn start_task_manager(jm: &JobManager, work_dir: &Path) -> Guard {
+    let child = floe()
+        .args(["taskmanager", "--slots", "1", "--job-manager", &jm.url])
+        .arg("--token-file")
+        .arg(&jm.token_file)
+        .arg("--work-dir")
+        .arg(work_dir)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = Guard(child);
+    wait_for("the task manager to register", || {
+        let tms = jm.json(&["taskmanagers", "--json"]);
+        (tms.as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    guard
+}
+
+fn alive(pid: &str) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn workers_die_with_their_task_manager() {
+    let jm = JobManager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    // The worker waits for the end of its stdin, then says so.
+    let binary = job_script(
+        dir.path(),
+        "lifeline",
+        "echo $$ > \"$2/pid.tmp\" && mv \"$2/pid.tmp\" \"$2/pid\"\n\
+         cat > /dev/null\n\
+         touch \"$2/eof\"\n",
+    );
+    let mut tm = start_task_manager(&jm, &dir.path().join("tm"));
+    let out = jm.run(&[
+        "submit",
+        &binary.display().to_string(),
+        "--",
+        &out_dir.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = wait_for("the worker to start", || fs::read_to_string(out_dir.join("pid")).ok());
+    assert!(alive(pid.trim()));
+    assert!(!out_dir.join("eof").exists());
+
+    // SIGKILL: the task manager cannot clean up, but its workers' stdin closes.
+    tm.0.kill().unwrap();
+    tm.0.wait().unwrap();
+    wait_for("the worker to see the end of its stdin", || {
+        out_dir.join("eof").exists().then_some(())
+    });
+    wait_for("the worker to exit", || (!alive(pid.trim())).then_some(()));
+}
+
+#[test]
+fn sigterm_kills_the_workers_and_exits_0() {
+    let jm = JobManager::start();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    fs::create_dir(&out_dir).unwrap();
+    // A worker that ignores its stdin: only a kill ends it.
+    let binary = job_script(
+        dir.path(),
+        "sleeper",
+        "echo $$ > \"$2/pid.tmp\" && mv \"$2/pid.tmp\" \"$2/pid\"\nexec sleep 600\n",
+    );
+    let mut tm = start_task_manager(&jm, &dir.path().join("tm"));
+    let out = jm.run(&[
+        "submit",
+        &binary.display().to_string(),
+        "--",
+        &out_dir.display().to_string(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let pid = wait_for("the worker to start", || fs::read_to_string(out_dir.join("pid")).ok());
+    assert!(alive(pid.trim()));
+
+    let killed = Command::new("kill")
+        .args(["-TERM", &tm.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let status = wait_for("the task manager to exit", || tm.0.try_wait().unwrap());
+    assert_eq!(status.code(), Some(0));
+    assert!(!alive(pid.trim()), "the worker {pid} outlived its task manager");
+}

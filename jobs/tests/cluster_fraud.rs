@@ -1,0 +1,141 @@
+//! The fraud job submitted to a job manager and run by two task managers on loopback (real
+//! processes, subtasks exchanging records over TCP); one task manager is killed with SIGKILL
+//! mid-stream. The job recovers on the other from its latest checkpoint, and the committed
+//! alerts are exactly those of a fault-free run (the rule applied directly to the payments),
+//! each once.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use cluster::{Cluster, TOKEN};
+use common::committed;
+use floe_cluster::protocol::JobState;
+use floe_dsl::kafka::testing::TestBroker;
+use floe_jobs::fraud::{self, Alert};
+use floe_jobs::generator::{LoadProgress, PaymentLoad};
+use floe_jobs::payments::{Payment, PaymentProfile};
+
+const PAYMENTS: u64 = 30_000;
+
+fn profile() -> PaymentProfile {
+    PaymentProfile {
+        users: 300,
+        fail_ratio: 0.3,
+        gap_ms: 3,
+        max_disorder_ms: 2_000,
+        attack_share: 0.05,
+        attack_block: 500,
+        seed: 7,
+        ..PaymentProfile::default()
+    }
+}
+
+#[test]
+fn fraud_job_recovers_on_the_other_task_manager_when_one_is_killed() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("payments", 4).unwrap();
+    broker.create_topic("fraud-alerts", 4).unwrap();
+    broker.create_topic("payments-dlq", 1).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &[2, 2]);
+
+    let load = PaymentLoad {
+        profile: profile(),
+        topic: "payments".into(),
+        start: 0,
+        count: PAYMENTS,
+        rate: 6_000,
+        malformed_every: 1_000,
+    };
+    let config = broker.config().set("batch.num.messages", "1");
+    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
+        .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])
+        .args([
+            "--parallelism",
+            "2",
+            "--checkpoint-interval-ms",
+            "300",
+            "--restart",
+            "fixed:5:100",
+        ])
+        .args(["--", "--brokers", &broker.brokers(), "--state-cache-entries", "64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(id.starts_with("j-"), "a job id: {id}");
+
+    // Running on both task managers, with a checkpoint of both workers' state.
+    let before = cluster.wait_job(&id, "the job to run and checkpoint", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Running && d.summary.last_checkpoint.is_some()
+    });
+    let used: Vec<usize> = cluster
+        .client()
+        .taskmanagers()
+        .unwrap()
+        .iter()
+        .map(|t| t.slots_used)
+        .collect();
+    assert_eq!(used, vec![1, 1], "parallelism 2 spread over both task managers");
+
+    // Kill the second task manager (its worker dies with it) while payments still arrive.
+    let killed = Instant::now();
+    drop(cluster.tms.remove(1));
+    let after = cluster.wait_job(&id, "the job to run again", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Running && d.attempt != before.attempt
+    });
+    println!(
+        "recovered in {:?}: attempt {:?} -> {:?}, restarts {}",
+        killed.elapsed(),
+        before.attempt,
+        after.attempt,
+        after.summary.restarts
+    );
+    assert!(after.summary.restarts >= 1);
+    assert!(
+        after.exceptions.iter().any(|e| e.message.contains("task manager")),
+        "the loss is recorded: {:?}",
+        after.exceptions
+    );
+    writer.join().unwrap().unwrap();
+
+    let all: Vec<Payment> = (0..PAYMENTS).map(|i| profile().payment(i)).collect();
+    let expected: BTreeSet<Vec<u64>> = fraud::oracle(&all).into_iter().map(|a| a.event_ids).collect();
+    assert!(expected.len() > 50, "the data raises alerts: {}", expected.len());
+    // The job follows the topic: wait until every expected alert is committed.
+    let got = cluster::wait_for("every alert", Duration::from_secs(120), || {
+        let mut got = BTreeSet::new();
+        for (_, payload) in committed(&broker, "fraud-alerts") {
+            let alert: Alert = serde_json::from_slice(&payload).unwrap();
+            assert!(
+                got.insert(alert.event_ids.clone()),
+                "alert {:?} committed twice",
+                alert.event_ids
+            );
+        }
+        (got.len() >= expected.len()).then_some(got)
+    });
+    assert!(
+        got == expected,
+        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
+        expected.len(),
+        got.len(),
+        expected.difference(&got).take(3).collect::<Vec<_>>(),
+        got.difference(&expected).take(3).collect::<Vec<_>>()
+    );
+    let dead = committed(&broker, "payments-dlq");
+    assert_eq!(
+        dead.len() as u64,
+        PAYMENTS / 1_000,
+        "each malformed payment in the DLQ once"
+    );
+    let cancelled = cluster.client().cancel(&id).unwrap();
+    assert_eq!(cancelled.state, JobState::Cancelled);
+}

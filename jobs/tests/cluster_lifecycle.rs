@@ -1,0 +1,151 @@
+//! The fraud job's life on a cluster of real processes: stopped with a savepoint at
+//! parallelism 2 and resumed at 3, and carried through a job manager killed with SIGKILL
+//! and restarted. Each time the committed alerts are exactly those of a fault-free run.
+
+#[path = "common/cluster.rs"]
+mod cluster;
+mod common;
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use cluster::{Cluster, TOKEN};
+use common::committed;
+use floe_cluster::protocol::{JobState, ResumeRequest, SavepointRequest};
+use floe_dsl::kafka::testing::TestBroker;
+use floe_jobs::fraud::{self, Alert};
+use floe_jobs::generator::{LoadProgress, PaymentLoad};
+use floe_jobs::payments::{Payment, PaymentProfile};
+
+const PAYMENTS: u64 = 24_000;
+
+fn profile(seed: u64) -> PaymentProfile {
+    PaymentProfile {
+        users: 300,
+        fail_ratio: 0.3,
+        gap_ms: 3,
+        max_disorder_ms: 2_000,
+        attack_share: 0.05,
+        attack_block: 500,
+        seed,
+        ..PaymentProfile::default()
+    }
+}
+
+/// A broker with the fraud job's topics, payments written in the background.
+fn broker_with_payments(seed: u64) -> (TestBroker, std::thread::JoinHandle<Result<(), String>>) {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("payments", 4).unwrap();
+    broker.create_topic("fraud-alerts", 4).unwrap();
+    broker.create_topic("payments-dlq", 1).unwrap();
+    let load = PaymentLoad {
+        profile: profile(seed),
+        topic: "payments".into(),
+        start: 0,
+        count: PAYMENTS,
+        rate: 5_000,
+        malformed_every: 1_000,
+    };
+    let config = broker.config().set("batch.num.messages", "1");
+    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
+    (broker, writer)
+}
+
+fn submit(cluster: &Cluster, broker: &TestBroker, parallelism: usize) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
+        .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])
+        .args([
+            "--parallelism",
+            &parallelism.to_string(),
+            "--checkpoint-interval-ms",
+            "300",
+        ])
+        .args(["--", "--brokers", &broker.brokers(), "--state-cache-entries", "64"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "submit: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// Waits until every alert the rule raises on the payments is committed, and checks that
+/// none is committed twice and none is unexpected.
+fn assert_exact_alerts(broker: &TestBroker, seed: u64) {
+    let all: Vec<Payment> = (0..PAYMENTS).map(|i| profile(seed).payment(i)).collect();
+    let expected: BTreeSet<Vec<u64>> = fraud::oracle(&all).into_iter().map(|a| a.event_ids).collect();
+    assert!(expected.len() > 30, "the data raises alerts: {}", expected.len());
+    let got = cluster::wait_for("every alert", Duration::from_secs(120), || {
+        let mut got = BTreeSet::new();
+        for (_, payload) in committed(broker, "fraud-alerts") {
+            let alert: Alert = serde_json::from_slice(&payload).unwrap();
+            assert!(
+                got.insert(alert.event_ids.clone()),
+                "alert {:?} committed twice",
+                alert.event_ids
+            );
+        }
+        (got.len() >= expected.len()).then_some(got)
+    });
+    assert!(
+        got == expected,
+        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
+        expected.len(),
+        got.len(),
+        expected.difference(&got).take(3).collect::<Vec<_>>(),
+        got.difference(&expected).take(3).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn stopped_with_a_savepoint_at_parallelism_2_and_resumed_at_3() {
+    let (broker, writer) = broker_with_payments(11);
+    let dir = tempfile::tempdir().unwrap();
+    let cluster = Cluster::start(dir.path(), &[2, 2]);
+    let id = submit(&cluster, &broker, 2);
+    cluster.wait_job(&id, "the job to run and checkpoint", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Running && d.summary.last_checkpoint.is_some()
+    });
+    let client = cluster.client();
+    let savepoint = client.stop(&id, &SavepointRequest::default()).unwrap();
+    let stopped = cluster.wait_job(&id, "the job to stop", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Stopped
+    });
+    assert_eq!(stopped.savepoint.as_deref(), Some(savepoint.dir.as_str()));
+    let resumed = client
+        .resume(
+            &id,
+            &ResumeRequest {
+                savepoint: None,
+                parallelism: Some(3),
+            },
+        )
+        .unwrap();
+    assert_eq!(resumed.parallelism, 3);
+    cluster.wait_job(&id, "the job to run at parallelism 3", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Running && d.summary.parallelism == 3
+    });
+    writer.join().unwrap().unwrap();
+    assert_exact_alerts(&broker, 11);
+    client.cancel(&id).unwrap();
+}
+
+#[test]
+fn a_running_job_survives_a_job_manager_restart() {
+    let (broker, writer) = broker_with_payments(12);
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(dir.path(), &[2, 2]);
+    let id = submit(&cluster, &broker, 2);
+    let before = cluster.wait_job(&id, "the job to run and checkpoint", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Running && d.summary.last_checkpoint.is_some()
+    });
+    cluster.restart_job_manager();
+    // Still known, with its history; then running again under a new attempt.
+    let after = cluster.wait_job(&id, "the job to run again", Duration::from_secs(60), |d| {
+        d.summary.state == JobState::Running && d.attempt.is_some() && d.attempt != before.attempt
+    });
+    assert!(after.history.len() > before.history.len(), "history kept and extended");
+    assert_eq!(after.summary.name, before.summary.name);
+    writer.join().unwrap().unwrap();
+    assert_exact_alerts(&broker, 12);
+    cluster.client().cancel(&id).unwrap();
+}

@@ -1,0 +1,155 @@
+//! A cluster of real processes for tests: `floe jobmanager` and `floe taskmanager`s on
+//! loopback, each killed when the test ends (or panics).
+#![allow(dead_code)] // each test uses its own subset
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use floe_cluster::client::Client;
+use floe_cluster::protocol::{JobDetail, JobState};
+
+/// The `floe` binary, built next to this crate's binaries by `cargo test --workspace`.
+pub fn floe_bin() -> PathBuf {
+    let fraud = PathBuf::from(env!("CARGO_BIN_EXE_fraud"));
+    let floe = fraud.with_file_name("floe");
+    assert!(
+        floe.exists(),
+        "{} is missing: build it with `cargo build -p floe-dsl --bin floe` (cargo test --workspace does)",
+        floe.display()
+    );
+    floe
+}
+
+/// A child process killed (SIGKILL) on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A job manager and its task managers.
+#[allow(dead_code)] // each test uses its own subset
+pub struct Cluster {
+    pub jm: Proc,
+    pub url: String,
+    pub token: String,
+    pub tms: Vec<Proc>,
+    dir: PathBuf,
+}
+
+pub const TOKEN: &str = "test-token-0123456789";
+
+/// Starts `floe jobmanager` on a free port with its data in `dir/jm`.
+pub fn start_job_manager(dir: &Path) -> (Proc, String) {
+    start_job_manager_at(dir, "127.0.0.1:0")
+}
+
+/// Starts `floe jobmanager` on `bind` with its data in `dir/jm`.
+pub fn start_job_manager_at(dir: &Path, bind: &str) -> (Proc, String) {
+    let mut child = Command::new(floe_bin())
+        .args(["jobmanager", "--bind", bind, "--token", TOKEN])
+        .args(["--heartbeat-interval-ms", "300", "--heartbeat-timeout-ms", "3000"])
+        .arg("--data-dir")
+        .arg(dir.join("jm"))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start floe jobmanager");
+    let stdout = child.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("the job manager ended before saying where it listens")
+            .unwrap();
+        if let Some(url) = line.strip_prefix("floe job manager listening on ") {
+            break url.trim().to_string();
+        }
+    };
+    // Keep reading its stdout so it never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    (Proc(child), url)
+}
+
+impl Cluster {
+    /// A job manager and task managers with the given slots.
+    pub fn start(dir: &Path, slots: &[usize]) -> Cluster {
+        let (jm, url) = start_job_manager(dir);
+        let mut c = Cluster {
+            jm,
+            url,
+            token: TOKEN.into(),
+            tms: Vec::new(),
+            dir: dir.to_path_buf(),
+        };
+        for s in slots {
+            c.add_task_manager(*s);
+        }
+        let client = c.client();
+        wait_for("the task managers to register", Duration::from_secs(30), || {
+            client.taskmanagers().ok().filter(|t| t.len() == slots.len())
+        });
+        c
+    }
+
+    /// Kills the job manager (SIGKILL) and starts it again on the same address and data.
+    pub fn restart_job_manager(&mut self) {
+        let bind = self.url.trim_start_matches("http://").to_string();
+        let _ = self.jm.0.kill();
+        let _ = self.jm.0.wait();
+        let (jm, url) = start_job_manager_at(&self.dir, &bind);
+        assert_eq!(url, self.url, "the job manager came back on its address");
+        self.jm = jm;
+    }
+
+    /// Starts one more task manager.
+    pub fn add_task_manager(&mut self, slots: usize) {
+        let n = self.tms.len();
+        let child = Command::new(floe_bin())
+            .args(["taskmanager", "--job-manager", &self.url, "--token", &self.token])
+            .args(["--slots", &slots.to_string()])
+            .arg("--work-dir")
+            .arg(self.dir.join(format!("tm{n}")))
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start floe taskmanager");
+        self.tms.push(Proc(child));
+    }
+
+    /// A client of the job manager.
+    pub fn client(&self) -> Client {
+        Client::new(self.url.clone(), Some(self.token.clone())).unwrap()
+    }
+
+    /// Waits until the job's detail satisfies `ok`.
+    pub fn wait_job(&self, id: &str, what: &str, timeout: Duration, ok: impl Fn(&JobDetail) -> bool) -> JobDetail {
+        let client = self.client();
+        wait_for(what, timeout, || {
+            let d = client.job(id).ok()?;
+            assert!(
+                d.summary.state != JobState::Failed,
+                "the job failed while waiting for {what}: {:?}",
+                d.exceptions
+            );
+            ok(&d).then_some(d)
+        })
+    }
+}
+
+/// Polls `f` until it gives something, failing the test after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
