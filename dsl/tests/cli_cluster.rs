@@ -182,6 +182,23 @@ fn submit_status_list_and_cancel_a_job() {
     assert!(list.starts_with("ID "), "{list}");
     assert!(list.contains(&id) && list.contains("wordcount"), "{list}");
 
+    // What needs a running (or stopped) job is refused with the job manager's reason.
+    for (command, args) in [
+        ("savepoint", vec!["savepoint", id.as_str()]),
+        ("stop", vec!["stop", id.as_str(), "--dir", "/tmp/floe-sp"]),
+        ("resume", vec!["resume", id.as_str()]),
+        ("rescale", vec!["rescale", id.as_str(), "--parallelism", "3"]),
+    ] {
+        let out = jm.run(&args);
+        assert_eq!(out.status.code(), Some(1), "floe {command}");
+        let err = text(&out.stderr);
+        assert!(
+            err.starts_with(&format!("floe {command}: job manager answered 409")),
+            "{err}"
+        );
+        assert!(err.contains(&id), "{err}");
+    }
+
     let out = jm.run(&["cancel", &id]);
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout).trim(), format!("job {id} is cancelled"));

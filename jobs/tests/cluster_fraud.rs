@@ -105,6 +105,7 @@ fn fraud_job_recovers_on_the_other_task_manager_when_one_is_killed() {
         after.exceptions
     );
     writer.join().unwrap().unwrap();
+    cluster::advance_event_time(&broker, "payments", 4);
 
     let all: Vec<Payment> = (0..PAYMENTS).map(|i| profile().payment(i)).collect();
     let expected: BTreeSet<Vec<u64>> = fraud::oracle(&all).into_iter().map(|a| a.event_ids).collect();

@@ -125,6 +125,7 @@ fn stopped_with_a_savepoint_at_parallelism_2_and_resumed_at_3() {
         d.summary.state == JobState::Running && d.summary.parallelism == 3
     });
     writer.join().unwrap().unwrap();
+    cluster::advance_event_time(&broker, "payments", 4);
     assert_exact_alerts(&broker, 11);
     client.cancel(&id).unwrap();
 }
@@ -146,6 +147,7 @@ fn a_running_job_survives_a_job_manager_restart() {
     assert!(after.history.len() > before.history.len(), "history kept and extended");
     assert_eq!(after.summary.name, before.summary.name);
     writer.join().unwrap().unwrap();
+    cluster::advance_event_time(&broker, "payments", 4);
     assert_exact_alerts(&broker, 12);
     cluster.client().cancel(&id).unwrap();
 }

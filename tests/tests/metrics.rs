@@ -9,8 +9,13 @@ use floe_dsl::JobConfig;
 use floe_runtime::metrics::server::MetricsServer;
 use floe_runtime::metrics::{operators, OperatorFigures, Registry, SINK_LATENCY_METRIC};
 
-/// Event time of record `i`: a fixed base, so the watermark is known.
-const BASE: i64 = 1_700_000_000_000;
+/// Now, in ms since the epoch.
+fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
 
 fn ours(job: &str, operator: &str) -> Vec<OperatorFigures> {
     operators()
@@ -39,6 +44,8 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
     let job = format!("metrics-e2e-{}", std::process::id());
     let n: u64 = 30_000;
     let tmp = tempfile::tempdir().unwrap();
+    // Event time of record `i`: base + i, in the past, so the watermark range is known.
+    let base = wall_clock_ms() - n as i64;
     let env = Env::with_config(JobConfig {
         parallelism: 2,
         batch_size: 16,
@@ -50,7 +57,7 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
     let out = env
         .generate(n, |i| i)
         .name("gen")
-        .assign_timestamps(|i| BASE + *i as i64, BoundedOutOfOrderness::monotonous())
+        .assign_timestamps(move |i| base + *i as i64, BoundedOutOfOrderness::monotonous())
         .map(|i| i * 2)
         .name("double")
         .key_by(|i| i % 16)
@@ -88,7 +95,7 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
     );
     assert!(watermarks.len() >= 2, "the watermark did not advance: {watermarks:?}");
     assert!(
-        watermarks.iter().all(|w| *w >= BASE && *w < BASE + n as i64),
+        watermarks.iter().all(|w| *w >= base && *w < base + n as i64),
         "{watermarks:?}"
     );
     let text = scrape(&server);
@@ -127,12 +134,17 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
     let text = scrape(&server);
     let count_line = format!("{SINK_LATENCY_METRIC}_count{{job=\"{job}\",operator=\"collect\"}} {n}\n");
     assert!(text.contains(&count_line), "{text}");
-    assert!(
-        text.contains(&format!(
-            "{SINK_LATENCY_METRIC}{{job=\"{job}\",operator=\"collect\",quantile=\"0.99\"}}"
-        )),
-        "{text}"
-    );
+    // Every record reached the sink after its event time and before now.
+    let elapsed = (wall_clock_ms() - base) as f64;
+    for q in ["0.5", "0.99", "0.999"] {
+        let prefix = format!("{SINK_LATENCY_METRIC}{{job=\"{job}\",operator=\"collect\",quantile=\"{q}\"}} ");
+        let line = text.lines().find(|l| l.starts_with(&prefix));
+        let v: f64 = line.and_then(|l| l[prefix.len()..].parse().ok()).unwrap_or(-1.0);
+        assert!(
+            (0.0..=elapsed).contains(&v),
+            "quantile {q}: {v} (elapsed {elapsed} ms)\n{text}"
+        );
+    }
 
     // Checkpoints.
     let job_label = [("job", job.as_str())];

@@ -115,7 +115,10 @@ impl Cluster {
             .args(["--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.join(format!("tm{n}")))
-            .env("RUST_LOG", "warn")
+            .env(
+                "RUST_LOG",
+                std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdout(Stdio::null())
             .spawn()
             .expect("start floe taskmanager");
@@ -152,4 +155,27 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Writes one OK payment an hour past every generated one to each partition of `topic`:
+/// the watermark of a job that follows the topic then passes every real payment, and the
+/// rule's last matches fire (a bounded run gets this from the end of its input).
+pub fn advance_event_time(broker: &floe_dsl::kafka::testing::TestBroker, topic: &str, partitions: i32) {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let producer: BaseProducer = broker.config().client_config(&[]).create().unwrap();
+    for p in 0..partitions {
+        let payment = floe_jobs::payments::Payment {
+            event_id: u64::MAX - p as u64,
+            user_id: u32::MAX,
+            status: floe_jobs::payments::Status::Ok,
+            amount: 1.0,
+            ts: 1_767_225_600_000 + 10 * 24 * 3_600_000,
+        };
+        let payload = serde_json::to_vec(&payment).unwrap();
+        producer
+            .send(BaseRecord::to(topic).partition(p).key("end").payload(&payload))
+            .map_err(|(e, _)| e)
+            .unwrap();
+    }
+    producer.flush(Duration::from_secs(30)).unwrap();
 }

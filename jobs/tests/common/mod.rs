@@ -54,9 +54,17 @@ pub fn read_all(broker: &TestBroker, topic: &str) -> Vec<Read> {
     let producer: BaseProducer = broker.config().client_config(&[]).create().unwrap();
     let mut tpl = TopicPartitionList::new();
     let mut open = BTreeSet::new();
+    // This read's own marker: a topic read several times holds the markers of earlier
+    // reads, which must not end this one.
+    static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let marker = format!(
+        "{END}{}-{}",
+        std::process::id(),
+        READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    );
     for p in meta.topics()[0].partitions() {
         producer
-            .send(BaseRecord::to(topic).partition(p.id()).key(END).payload(END))
+            .send(BaseRecord::to(topic).partition(p.id()).key(END).payload(&marker))
             .unwrap();
         tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
         open.insert(p.id());
@@ -72,7 +80,9 @@ pub fn read_all(broker: &TestBroker, topic: &str) -> Vec<Read> {
         };
         let m = m.unwrap();
         if m.key() == Some(END.as_bytes()) {
-            open.remove(&m.partition());
+            if m.payload() == Some(marker.as_bytes()) {
+                open.remove(&m.partition());
+            }
             continue;
         }
         let mut headers = BTreeMap::new();

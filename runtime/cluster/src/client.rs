@@ -462,7 +462,10 @@ fn temp_path(dest: &Path) -> PathBuf {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "artifact".to_owned());
-    dest.with_file_name(format!(".{name}.{}.partial", std::process::id()))
+    // Unique per call: two deploys of one artifact may fetch it at once.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dest.with_file_name(format!(".{name}.{}-{n}.partial", std::process::id()))
 }
 
 /// Copies `reader` into `tmp` (mode 0700), checking its sha256 at the end.
@@ -513,6 +516,91 @@ fn write_verified(mut reader: impl Read, tmp: &Path, sha256: &str) -> Result<()>
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::jobmanager::{JobManager, JobManagerConfig};
+    use std::net::TcpListener;
+
+    /// A one-shot HTTP server answering the first request with `status` and `body`.
+    fn canned(status: &'static str, body: &'static str) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = [0u8; 4096];
+            let _ = stream.read(&mut request);
+            let response = format!(
+                "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            stream.write_all(response.as_bytes()).unwrap();
+        });
+        url
+    }
+
+    #[test]
+    fn artifacts_round_trip_and_land_executable() {
+        let dir = tempfile::tempdir().unwrap();
+        let jm = JobManager::start(JobManagerConfig::new(dir.path().join("jm"))).unwrap();
+        let client = Client::new(jm.url(), Some(jm.token().to_owned())).unwrap();
+        let binary = dir.path().join("my-job");
+        fs::write(&binary, b"#!/bin/sh\nexit 0\n").unwrap();
+        let info = client.upload_artifact_file(&binary, None).unwrap();
+        assert_eq!(info.size, 17);
+        assert_eq!(info.name.as_deref(), Some("my-job"));
+        let dest = dir.path().join("fetched");
+        client.fetch_artifact(&info.sha256, &dest).unwrap();
+        assert_eq!(fs::read(&dest).unwrap(), fs::read(&binary).unwrap());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = fs::metadata(&dest).unwrap().permissions().mode();
+            assert_eq!(mode & 0o777, 0o700);
+        }
+        let absent = "0".repeat(64);
+        let err = client.fetch_artifact(&absent, &dir.path().join("absent")).unwrap_err();
+        assert!(matches!(err, ClusterError::Api { status: 404, .. }), "{err}");
+        assert!(!dir.path().join("absent").exists());
+    }
+
+    #[test]
+    fn a_download_that_does_not_match_its_sha256_is_refused_and_removed() {
+        let url = canned("200 OK", "hello");
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().join("artifact");
+        let client = Client::new(url, None).unwrap();
+        let err = client.fetch_artifact(&"ab".repeat(32), &dest).unwrap_err().to_string();
+        assert!(err.contains("has sha256"), "{err}");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0, "nothing is left behind");
+    }
+
+    #[test]
+    fn error_answers_carry_the_job_managers_message() {
+        let url = canned("409 Conflict", r#"{"error":"job j-1 is finished"}"#);
+        let err = Client::new(url, None).unwrap().jobs().unwrap_err();
+        match err {
+            ClusterError::Api { status, message } => {
+                assert_eq!(status, 409);
+                assert_eq!(message, "job j-1 is finished");
+            }
+            other => panic!("{other}"),
+        }
+        let url = canned("401 Unauthorized", "missing token");
+        let err = Client::new(url, None).unwrap().jobs().unwrap_err().to_string();
+        assert!(err.contains("missing token") && err.contains("--token"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_job_manager_is_named() {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let client = Client::new(format!("127.0.0.1:{port}"), None).unwrap();
+        let err = client.health().unwrap_err();
+        assert!(matches!(err, ClusterError::Unreachable { .. }), "{err}");
+        let text = err.to_string();
+        assert!(
+            text.contains(&format!("http://127.0.0.1:{port}/api/v1/health")),
+            "{text}"
+        );
+        assert!(text.contains("floe jobmanager"), "{text}");
+    }
 
     #[test]
     fn base_urls_are_normalized() {

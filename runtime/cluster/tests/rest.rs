@@ -205,7 +205,10 @@ fn bad_requests_get_json_errors() {
         Some(json!({"parallelism": 2})),
     );
     assert_eq!(status, 409);
-    assert!(error_of(&err).contains("scheduled"), "{err}");
+    assert!(
+        error_of(&err).contains("is scheduled: only a running job can be rescaled"),
+        "{err}"
+    );
 }
 
 #[test]

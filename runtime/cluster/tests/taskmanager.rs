@@ -359,3 +359,46 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
         assert!(!alive(&pid), "worker {pid} outlived its task manager");
     }
 }
+
+#[test]
+fn cancelling_a_job_kills_its_worker() {
+    let jm_dir = tempfile::tempdir().unwrap();
+    let tm_dir = tempfile::tempdir().unwrap();
+    let out_dir = tempfile::tempdir().unwrap();
+    let jm = JobManager::start(JobManagerConfig::new(jm_dir.path())).unwrap();
+    let client = Client::new(jm.url(), Some(jm.token().to_owned())).unwrap();
+    let args = TaskManagerArgs::new(
+        ClusterArgs::new(jm.url(), Some(jm.token().to_owned())),
+        1,
+        tm_dir.path(),
+    );
+    let tm = TaskManager::new(&args).unwrap();
+    let stop = tm.shutdown_handle();
+    let running = std::thread::spawn(move || tm.run());
+
+    let artifact = client.upload_artifact(SLEEPING_JOB.as_bytes(), None).unwrap();
+    let job = client
+        .submit(&SubmitRequest {
+            artifact: artifact.sha256,
+            args: vec![out_dir.path().display().to_string()],
+            parallelism: 1,
+            name: None,
+            restart: None,
+            checkpoint_interval_ms: None,
+            savepoint: None,
+        })
+        .unwrap();
+    let pid = wait_for("the worker to start", || pids(out_dir.path()).into_iter().next());
+    assert!(alive(&pid));
+
+    assert_eq!(client.cancel(&job.id).unwrap().state, JobState::Cancelled);
+    wait_for("the worker to be killed", || (!alive(&pid)).then_some(()));
+    // Its slot is free again.
+    wait_for("the slot to be released", || {
+        let tms = client.taskmanagers().unwrap();
+        (tms.first()?.slots_used == 0).then_some(())
+    });
+
+    stop.trigger();
+    running.join().unwrap().unwrap();
+}

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use crate::client::ClusterArgs;
 use crate::protocol::RestartStrategy;
 
-/// The accepted forms of `--restart`, for error messages.
+/// The accepted forms of `--restart`, for error messages: `none`,
+/// `fixed:<attempts>:<delay_ms>` or `exponential:<attempts>:<initial_ms>:<max_ms>[:<multiplier>]`.
 pub const RESTART_FORMS: &str = "none, fixed:<attempts>:<delay_ms> or \
      exponential:<attempts>:<initial_ms>:<max_ms>[:<multiplier>]";
 
@@ -24,9 +25,14 @@ pub struct SubmitArgs {
     /// A name to show (defaults to the binary's file name).
     #[arg(long, value_name = "NAME")]
     pub name: Option<String>,
-    /// Restart strategy: none, fixed:<attempts>:<delay_ms> or
-    /// exponential:<attempts>:<initial_ms>:<max_ms>[:<multiplier>] (default: fixed:10:1000).
-    #[arg(long, value_name = "STRATEGY", value_parser = parse_restart)]
+    /// Restart strategy: see [`RESTART_FORMS`] (default: `fixed:10:1000`).
+    #[arg(
+        long,
+        value_name = "STRATEGY",
+        value_parser = parse_restart,
+        help = "Restart strategy: none, fixed:<attempts>:<delay_ms> or \
+                exponential:<attempts>:<initial_ms>:<max_ms>[:<multiplier>] (default: fixed:10:1000)"
+    )]
     pub restart: Option<RestartStrategy>,
     /// Checkpoint interval in ms (default: the job's own setting).
     #[arg(long, value_name = "MS")]

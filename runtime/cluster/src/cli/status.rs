@@ -102,7 +102,7 @@ pub fn write_job(out: &mut dyn Write, job: &JobDetail, now: i64) -> io::Result<(
         history.row(vec![
             format!("  {}", state_name(change.state)),
             age(change.at, now),
-            change.reason.clone().unwrap_or_default(),
+            one_line(change.reason.as_deref().unwrap_or_default()),
         ]);
     }
     write_or_none(out, &history, "  none")?;
@@ -116,7 +116,7 @@ pub fn write_job(out: &mut dyn Write, job: &JobDetail, now: i64) -> io::Result<(
             span(c.duration_ms),
             age(c.completed_at, now),
             if c.is_savepoint { "savepoint" } else { "checkpoint" }.to_owned(),
-            c.failure.clone().unwrap_or_default(),
+            one_line(c.failure.as_deref().unwrap_or_default()),
         ]);
     }
     write_or_none(out, &checkpoints, "  none yet")?;
@@ -158,10 +158,110 @@ pub fn write_job(out: &mut dyn Write, job: &JobDetail, now: i64) -> io::Result<(
     write_or_none(out, &operators, "  none reported (the job is not running)")
 }
 
+/// A table cell of a text that may span lines.
+fn one_line(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" / ")
+}
+
 fn write_or_none(out: &mut dyn Write, table: &Table, none: &str) -> io::Result<()> {
     if table.is_empty() {
         writeln!(out, "{none}")
     } else {
         table.write(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{CheckpointInfo, ExceptionInfo, OperatorMetrics, RestartStrategy, StatusChange};
+
+    fn detail() -> JobDetail {
+        JobDetail {
+            summary: JobSummary {
+                id: "j-000000000001".into(),
+                name: "fraud".into(),
+                state: JobState::Restarting,
+                parallelism: 2,
+                restarts: 1,
+                submitted_at: 0,
+                last_checkpoint: Some(7),
+            },
+            artifact: "ab".repeat(32),
+            args: vec!["--rate".into(), "10".into()],
+            restart: RestartStrategy::None,
+            history: vec![
+                StatusChange {
+                    state: JobState::Scheduled,
+                    at: 0,
+                    reason: None,
+                },
+                StatusChange {
+                    state: JobState::Restarting,
+                    at: 60_000,
+                    reason: Some("worker 1 failed".into()),
+                },
+            ],
+            graph: None,
+            operators: vec![OperatorMetrics {
+                node: 0,
+                name: "source".into(),
+                records_in: 0,
+                records_out: 1500,
+                records_in_per_sec: 0.0,
+                records_out_per_sec: 250.0,
+                backpressure: 0.25,
+                watermark: None,
+            }],
+            checkpoints: vec![CheckpointInfo {
+                id: 7,
+                bytes: 2048,
+                duration_ms: 120,
+                completed_at: 50_000,
+                is_savepoint: false,
+                failure: None,
+            }],
+            exceptions: vec![ExceptionInfo {
+                at: 60_000,
+                attempt: 1,
+                message: "worker 1 exited with code 3\npanicked at src/main.rs".into(),
+            }],
+            savepoint: None,
+            attempt: Some(2),
+        }
+    }
+
+    #[test]
+    fn a_job_is_shown_in_sections() {
+        let mut out = Vec::new();
+        write_job(&mut out, &detail(), 120_000).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        for expected in [
+            "job               j-000000000001",
+            "state             restarting",
+            "submitted         2m 0s ago",
+            "arguments         --rate 10",
+            "restart strategy  none",
+            "  restarting  1m 0s ago  worker 1 failed",
+            "  7   2.0 KiB     120ms  1m 10s ago  checkpoint",
+            "  attempt 1, 1m 0s ago:",
+            "    panicked at src/main.rs",
+            "  0     source   0  1500   0.0    250           25%          -",
+        ] {
+            assert!(text.contains(expected), "{expected:?} missing from:\n{text}");
+        }
+    }
+
+    #[test]
+    fn empty_lists_say_what_to_do() {
+        let mut out = Vec::new();
+        write_jobs(&mut out, &[], 0).unwrap();
+        write_task_managers(&mut out, &[], 0).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("floe submit") && text.contains("floe taskmanager"));
     }
 }

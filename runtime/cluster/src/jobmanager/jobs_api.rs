@@ -11,12 +11,12 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::Json;
 
 use crate::protocol::{
-    Health, JobDetail, JobSummary, RescaleRequest, ResumeRequest, SavepointInfo, SavepointRequest, SubmitRequest,
-    TaskManagerInfo,
+    Health, JobDetail, JobState, JobSummary, RescaleRequest, ResumeRequest, SavepointInfo, SavepointRequest,
+    SubmitRequest, TaskManagerInfo,
 };
 
 use super::api::{ApiFailure, ApiJson, ApiPath, ApiResult};
-use super::cluster::Cluster;
+use super::cluster::{state_name, Cluster};
 use super::shared::Shared;
 use super::token::random_hex;
 
@@ -151,6 +151,13 @@ pub(crate) async fn rescale(
     ApiJson(req): ApiJson<RescaleRequest>,
 ) -> ApiResult<JobSummary> {
     Cluster::check_parallelism(req.parallelism)?;
+    let state = shared.inspect(|c| c.job(&id).map(|j| j.state))?;
+    if state != JobState::Running {
+        return Err(ApiFailure::new(
+            StatusCode::CONFLICT,
+            format!("job {id} is {}: only a running job can be rescaled", state_name(state)),
+        ));
+    }
     let request = shared.mutate(|c, now| c.savepoint(&id, None, true, now))?;
     let info = await_savepoint(&shared, request).await?;
     tracing::info!(job = %id, savepoint = %info.dir, parallelism = req.parallelism, "rescaling");

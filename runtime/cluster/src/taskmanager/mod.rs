@@ -117,6 +117,10 @@ impl TaskManager {
                 e,
             )
         })?;
+        // Absolute, so that worker binaries are found whatever the workers' directory.
+        let artifacts = artifacts
+            .canonicalize()
+            .map_err(|e| ClusterError::io(format!("cannot resolve {}", artifacts.display()), e))?;
         Ok(TaskManager {
             client,
             slots: args.slots,
@@ -272,16 +276,52 @@ impl TaskManager {
         }
     }
 
+    /// Starts a worker in the background: fetching a binary of hundreds of MB must not
+    /// hold up the heartbeats (the job manager would declare this task manager lost).
     fn deploy(&self, tm: &str, spec: &WorkerSpec) {
         let (attempt, worker) = (spec.attempt, spec.worker);
-        if self.lock_workers().contains(attempt, worker) {
-            tracing::warn!("attempt {attempt} worker {worker} is already deployed here");
-            return;
+        {
+            let mut workers = self.lock_workers();
+            if workers.contains(attempt, worker) {
+                tracing::warn!("attempt {attempt} worker {worker} is already deployed here");
+                return;
+            }
+            workers.add_starting(attempt, worker);
         }
+        let deployer = Deployer {
+            client: self.client.clone(),
+            artifacts: self.artifacts.clone(),
+            workers: Arc::clone(&self.workers),
+            shutdown: self.shutdown.clone(),
+        };
+        let (tm, spec) = (tm.to_owned(), spec.clone());
+        let started = std::thread::Builder::new()
+            .name(format!("deploy-{attempt}-{worker}"))
+            .spawn(move || deployer.deploy(&tm, &spec));
+        if let Err(e) = started {
+            let message = format!("could not start a deploy thread: {e}");
+            self.lock_workers().add_failed(attempt, worker, message);
+        }
+    }
+}
+
+/// What a background deploy needs of its task manager.
+struct Deployer {
+    client: Client,
+    artifacts: PathBuf,
+    workers: Arc<Mutex<Workers>>,
+    shutdown: Shutdown,
+}
+
+impl Deployer {
+    fn deploy(&self, tm: &str, spec: &WorkerSpec) {
+        let (attempt, worker) = (spec.attempt, spec.worker);
+        let lock = || self.workers.lock().unwrap_or_else(PoisonError::into_inner);
         let launched = self.fetch(&spec.artifact).and_then(|program| {
             let launch = self.launch(program, spec)?;
-            let mut workers = self.lock_workers();
-            if self.shutdown.is_triggered() {
+            let mut workers = lock();
+            // Killed (or the task manager stopping) while the binary was fetched.
+            if self.shutdown.is_triggered() || !workers.is_starting(attempt, worker) {
                 return Ok(());
             }
             let process = WorkerProcess::spawn(&launch)?;
@@ -292,7 +332,10 @@ impl TaskManager {
         if let Err(e) = launched {
             let message = format!("task manager {tm} could not start the worker: {e}");
             tracing::error!("job {} attempt {attempt} worker {worker}: {message}", spec.job);
-            self.lock_workers().add_failed(attempt, worker, message);
+            let mut workers = lock();
+            if workers.is_starting(attempt, worker) {
+                workers.add_failed(attempt, worker, message);
+            }
         }
     }
 

@@ -11,6 +11,8 @@ use super::process::WorkerProcess;
 #[derive(Debug)]
 enum Entry {
     Process(WorkerProcess),
+    /// The binary is being fetched; reported as running (a kill cancels the start).
+    Starting,
     /// The worker could not be started; reported as exited with this message.
     NotStarted(String),
 }
@@ -30,6 +32,16 @@ impl Workers {
     /// Adds a started worker process.
     pub fn add(&mut self, attempt: u64, worker: usize, process: WorkerProcess) {
         self.entries.insert((attempt, worker), Entry::Process(process));
+    }
+
+    /// Notes a worker whose binary is being fetched.
+    pub fn add_starting(&mut self, attempt: u64, worker: usize) {
+        self.entries.insert((attempt, worker), Entry::Starting);
+    }
+
+    /// Whether the worker is still waiting to start (false once killed meanwhile).
+    pub fn is_starting(&self, attempt: u64, worker: usize) -> bool {
+        matches!(self.entries.get(&(attempt, worker)), Some(Entry::Starting))
     }
 
     /// Records a worker that could not be started: reported as exited with `message`.
@@ -62,6 +74,7 @@ impl Workers {
                 worker,
                 state: match entry {
                     Entry::Process(process) => process.state(),
+                    Entry::Starting => WorkerState::Running,
                     Entry::NotStarted(message) => WorkerState::Exited {
                         code: None,
                         stderr: message.clone(),
@@ -80,7 +93,7 @@ impl Workers {
                 }
                 true
             }
-            Some(Entry::NotStarted(_)) => true,
+            Some(Entry::NotStarted(_) | Entry::Starting) => true,
             None => false,
         }
     }
@@ -90,6 +103,7 @@ impl Workers {
     pub fn forget(&mut self, attempt: u64, worker: usize) -> bool {
         let exited = match self.entries.get(&(attempt, worker)) {
             Some(Entry::Process(process)) => process.has_exited(),
+            Some(Entry::Starting) => false,
             Some(Entry::NotStarted(_)) => true,
             None => return true,
         };
