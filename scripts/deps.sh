@@ -41,13 +41,14 @@ fi
 need python3 "install Python 3 (Debian: apt-get install python3)"
 need openssl "install the openssl command (Debian: apt-get install openssl)"
 
-# The web page's tests (runtime/cluster/tests/web.rs) drive a headless Chromium.
+# The web page's tests (runtime/cluster/tests/web.rs) drive a headless Chromium: installed
+# for the tests only (`deps.sh --tests`), not for the demo.
 has_chromium() {
   [ -n "${FLOE_CHROMIUM:-}" ] && [ -x "$FLOE_CHROMIUM" ] ||
     command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 ||
     command -v google-chrome >/dev/null 2>&1
 }
-if ! has_chromium; then
+if [ "${1:-}" = "--tests" ] && ! has_chromium; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing chromium (the web page's tests run it headless)" >&2
     apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq --no-install-recommends chromium fonts-liberation >/dev/null; }

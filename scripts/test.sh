@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-"$(dirname "$0")/deps.sh"
+"$(dirname "$0")/deps.sh" --tests
 
 # Build first, then run under a watchdog: a test that hangs fails the suite within
 # FLOE_TEST_TIMEOUT seconds (default 25 minutes; the suite runs in about 6) instead of

@@ -8,7 +8,6 @@
 mod cluster;
 mod common;
 
-use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -16,7 +15,6 @@ use cluster::{Cluster, TOKEN};
 use common::committed;
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
-use floe_jobs::fraud::{self, Alert};
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
 
@@ -108,29 +106,7 @@ fn fraud_job_recovers_on_the_other_task_manager_when_one_is_killed() {
     cluster::advance_event_time(&broker, "payments", 4);
 
     let all: Vec<Payment> = (0..PAYMENTS).map(|i| profile().payment(i)).collect();
-    let expected: BTreeSet<Vec<u64>> = fraud::oracle(&all).into_iter().map(|a| a.event_ids).collect();
-    assert!(expected.len() > 50, "the data raises alerts: {}", expected.len());
-    // The job follows the topic: wait until every expected alert is committed.
-    let got = cluster::wait_for("every alert", Duration::from_secs(120), || {
-        let mut got = BTreeSet::new();
-        for (_, payload) in committed(&broker, "fraud-alerts") {
-            let alert: Alert = serde_json::from_slice(&payload).unwrap();
-            assert!(
-                got.insert(alert.event_ids.clone()),
-                "alert {:?} committed twice",
-                alert.event_ids
-            );
-        }
-        (got.len() >= expected.len()).then_some(got)
-    });
-    assert!(
-        got == expected,
-        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
-        expected.len(),
-        got.len(),
-        expected.difference(&got).take(3).collect::<Vec<_>>(),
-        got.difference(&expected).take(3).collect::<Vec<_>>()
-    );
+    cluster::assert_alerts_exact(&broker, &all);
     let dead = committed(&broker, "payments-dlq");
     assert_eq!(
         dead.len() as u64,

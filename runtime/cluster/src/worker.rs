@@ -178,36 +178,44 @@ fn asked() -> &'static Asked {
     ASKED.get_or_init(Default::default)
 }
 
+/// The checkpoint events completed since the last call, as the job manager takes them.
+fn checkpoint_events(control: &JobControl) -> Vec<WorkerEvent> {
+    control
+        .take_checkpoint_events()
+        .into_iter()
+        .filter_map(|e| match e {
+            CheckpointEvent::Completed {
+                id,
+                bytes,
+                duration_ms,
+                is_savepoint,
+            } => Some(WorkerEvent::CheckpointCompleted {
+                id,
+                bytes,
+                duration_ms,
+                is_savepoint,
+            }),
+            CheckpointEvent::Savepoint { dir, id } => {
+                // Savepoints the job manager did not ask for (none today) are not reported.
+                let request = asked().lock().ok().and_then(|mut a| a.remove(&dir))?;
+                Some(WorkerEvent::SavepointCompleted {
+                    request,
+                    dir: dir.to_string_lossy().into_owned(),
+                    checkpoint: id,
+                })
+            }
+            CheckpointEvent::Failed { id, reason } => {
+                warn!(checkpoint = id, %reason, "checkpoint failed");
+                Some(WorkerEvent::CheckpointFailed { id, reason })
+            }
+        })
+        .collect()
+}
+
 fn report_loop(jm: &Client, attempt: u64, worker: usize, control: &JobControl, done: &AtomicBool) {
     let mut rates = Rates::default();
     loop {
-        let mut events = Vec::new();
-        for e in control.take_checkpoint_events() {
-            match e {
-                CheckpointEvent::Completed {
-                    id,
-                    bytes,
-                    duration_ms,
-                    is_savepoint,
-                } => events.push(WorkerEvent::CheckpointCompleted {
-                    id,
-                    bytes,
-                    duration_ms,
-                    is_savepoint,
-                }),
-                CheckpointEvent::Savepoint { dir, id } => {
-                    let request = asked().lock().ok().and_then(|mut a| a.remove(&dir));
-                    if let Some(request) = request {
-                        events.push(WorkerEvent::SavepointCompleted {
-                            request,
-                            dir: dir.to_string_lossy().into_owned(),
-                            checkpoint: id,
-                        });
-                    }
-                }
-                CheckpointEvent::Failed { id, reason } => warn!(checkpoint = id, %reason, "checkpoint failed"),
-            }
-        }
+        let mut events = checkpoint_events(control);
         events.push(WorkerEvent::Metrics {
             worker,
             prometheus: floe_runtime::metrics::Registry::global().render_prometheus(),
@@ -220,32 +228,7 @@ fn report_loop(jm: &Client, attempt: u64, worker: usize, control: &JobControl, d
         while Instant::now() < until {
             if done.load(Ordering::SeqCst) {
                 // One last report of what completed (a final checkpoint, a savepoint).
-                let last: Vec<WorkerEvent> = control
-                    .take_checkpoint_events()
-                    .into_iter()
-                    .filter_map(|e| match e {
-                        CheckpointEvent::Completed {
-                            id,
-                            bytes,
-                            duration_ms,
-                            is_savepoint,
-                        } => Some(WorkerEvent::CheckpointCompleted {
-                            id,
-                            bytes,
-                            duration_ms,
-                            is_savepoint,
-                        }),
-                        CheckpointEvent::Savepoint { dir, id } => {
-                            let request = asked().lock().ok().and_then(|mut a| a.remove(&dir))?;
-                            Some(WorkerEvent::SavepointCompleted {
-                                request,
-                                dir: dir.to_string_lossy().into_owned(),
-                                checkpoint: id,
-                            })
-                        }
-                        CheckpointEvent::Failed { .. } => None,
-                    })
-                    .collect();
+                let last = checkpoint_events(control);
                 if !last.is_empty() {
                     let _ = jm.post_events(attempt, &last);
                 }
