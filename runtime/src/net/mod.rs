@@ -1,7 +1,7 @@
 //! Running one job over several worker processes: which worker runs which subtasks
-//! ([`Placement`]), the data plane between them ([`data`]: a TCP connection per channel,
+//! ([`Placement`]), the data plane between them (`data`: a TCP connection per channel,
 //! with the same batches, backpressure and in-band barriers as in-process channels), and
-//! the control plane ([`control`]: worker 0 coordinates checkpoints for all).
+//! the control plane (`control`: worker 0 coordinates checkpoints for all).
 
 pub(crate) mod codec;
 pub(crate) mod control;
