@@ -46,6 +46,9 @@ pub(crate) struct ClusterConfig {
     pub savepoint_timeout_ms: u64,
     /// After a stop's savepoint, how long workers get to exit before they are killed.
     pub stop_grace_ms: u64,
+    /// How long an attempt's workers get from deployment to running (fetching the job
+    /// binary, starting, connecting to each other) before the attempt fails.
+    pub deploy_timeout_ms: u64,
 }
 
 /// The whole state of the job manager.
@@ -439,6 +442,7 @@ impl Cluster {
         }
         changed |= self.expire_requests(now);
         changed |= self.expire_stops(now);
+        changed |= self.expire_deployments(now);
         changed |= self.schedule(now);
         changed
     }
@@ -479,6 +483,35 @@ impl Cluster {
             }
         }
         !expired.is_empty()
+    }
+
+    /// Fails attempts whose workers did not all start in time: a deployment lost on its way
+    /// to a task manager, a binary that hangs before running, workers that cannot reach
+    /// each other. The job restarts by its strategy instead of deploying for ever.
+    fn expire_deployments(&mut self, now: i64) -> bool {
+        let late: Vec<(u64, String)> = self
+            .attempts
+            .values()
+            .filter(|a| !a.over && a.deploy_deadline <= now && a.workers.iter().any(|w| !w.running))
+            .map(|a| {
+                let waiting: Vec<String> = a
+                    .workers
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, w)| !w.running)
+                    .map(|(i, w)| format!("worker {i} on {}", w.tm))
+                    .collect();
+                (a.id, waiting.join(", "))
+            })
+            .collect();
+        for (attempt, waiting) in &late {
+            let message = format!(
+                "not running {} ms after deployment: {waiting} (raise --deploy-timeout-ms if the job binary is slow to fetch or start)",
+                self.config.deploy_timeout_ms
+            );
+            self.fail_attempt(*attempt, message, now);
+        }
+        !late.is_empty()
     }
 
     fn expire_stops(&mut self, now: i64) -> bool {
@@ -579,6 +612,7 @@ impl Cluster {
                 over: false,
                 commands: Vec::new(),
                 stop: None,
+                deploy_deadline: now.saturating_add(ms(self.config.deploy_timeout_ms)),
             },
         );
         if let Some(job) = self.jobs.get_mut(id) {

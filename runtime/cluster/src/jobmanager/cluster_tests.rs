@@ -23,6 +23,7 @@ fn config() -> ClusterConfig {
         heartbeat_timeout_ms: 1000,
         savepoint_timeout_ms: 5000,
         stop_grace_ms: 2000,
+        deploy_timeout_ms: 10_000,
     }
 }
 
@@ -458,4 +459,50 @@ fn beat(c: &mut Cluster, tm: &str, now: i64) {
         wait_ms: 0,
     };
     assert!(c.heartbeat(tm, &running, now));
+}
+
+#[test]
+fn a_deployment_that_never_runs_fails_and_restarts() {
+    let mut c = cluster();
+    register(&mut c, "tm-a", 1, T0);
+    register(&mut c, "tm-b", 1, T0);
+    let job = submit(&mut c, 2, fixed(1));
+    let first = deploys(&mut c, "tm-a")[0].attempt;
+    assert_eq!(deploys(&mut c, "tm-b").len(), 1);
+    // Worker 0 runs; worker 1's deployment is lost. Task managers keep heartbeating.
+    c.events(first, vec![WorkerEvent::Running { worker: 0, graph: None }], T0 + 10)
+        .unwrap();
+    let alive = |c: &mut Cluster, now| {
+        for tm in ["tm-a", "tm-b"] {
+            c.heartbeat(
+                tm,
+                &Heartbeat {
+                    workers: vec![],
+                    wait_ms: 0,
+                },
+                now,
+            );
+        }
+    };
+    alive(&mut c, T0 + 9_000);
+    c.tick(T0 + 9_999);
+    assert_eq!(c.job(&job).unwrap().state, JobState::Deploying);
+    alive(&mut c, T0 + 10_000);
+    assert!(c.tick(T0 + 10_000));
+    let record = c.job(&job).unwrap();
+    assert_eq!(record.state, JobState::Restarting);
+    let why = record.history.last().unwrap().reason.clone().unwrap();
+    assert!(why.contains("worker 1 on tm-b"), "{why}");
+    assert!(why.contains("--deploy-timeout-ms"), "{why}");
+    // The restart deploys a new attempt, which may run.
+    c.tick(T0 + 10_200);
+    let second: Vec<u64> = ["tm-a", "tm-b"]
+        .iter()
+        .flat_map(|tm| deploys(&mut c, tm))
+        .map(|s| s.attempt)
+        .collect();
+    assert_eq!(second.len(), 2);
+    assert!(second.iter().all(|a| *a > first));
+    run_all(&mut c, second[0], 2, T0 + 10_300);
+    assert_eq!(c.job(&job).unwrap().state, JobState::Running);
 }

@@ -69,6 +69,10 @@ pub struct JobManagerArgs {
     /// restart elsewhere.
     #[arg(long, default_value_t = 3000)]
     pub heartbeat_timeout_ms: u64,
+    /// An attempt whose workers are not all running this long (ms) after deployment fails
+    /// and restarts by the job's restart strategy.
+    #[arg(long, default_value_t = 120_000)]
+    pub deploy_timeout_ms: u64,
 }
 
 impl JobManagerArgs {
@@ -94,6 +98,12 @@ impl JobManagerArgs {
                 self.heartbeat_timeout_ms, self.heartbeat_interval_ms
             )));
         }
+        if self.deploy_timeout_ms < 1000 {
+            return Err(ClusterError::Config(format!(
+                "--deploy-timeout-ms ({}) must be at least 1000: workers need time to fetch the job binary and start",
+                self.deploy_timeout_ms
+            )));
+        }
         Ok(JobManagerConfig {
             bind,
             data_dir: self.data_dir.clone(),
@@ -101,6 +111,7 @@ impl JobManagerArgs {
             max_upload_bytes: self.max_upload_mb.saturating_mul(1 << 20),
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             heartbeat_timeout_ms: self.heartbeat_timeout_ms,
+            deploy_timeout_ms: self.deploy_timeout_ms,
         })
     }
 }
@@ -120,6 +131,8 @@ pub struct JobManagerConfig {
     pub heartbeat_interval_ms: u64,
     /// Silence after which a task manager is lost (ms).
     pub heartbeat_timeout_ms: u64,
+    /// From deployment to all of an attempt's workers running, at most (ms).
+    pub deploy_timeout_ms: u64,
 }
 
 impl JobManagerConfig {
@@ -132,6 +145,7 @@ impl JobManagerConfig {
             max_upload_bytes: 512 << 20,
             heartbeat_interval_ms: 500,
             heartbeat_timeout_ms: 3000,
+            deploy_timeout_ms: 120_000,
         }
     }
 }
@@ -154,6 +168,7 @@ impl JobManager {
                 heartbeat_timeout_ms: config.heartbeat_timeout_ms,
                 savepoint_timeout_ms: SAVEPOINT_TIMEOUT_MS,
                 stop_grace_ms: STOP_GRACE_MS,
+                deploy_timeout_ms: config.deploy_timeout_ms,
             },
             state,
             jobs,
@@ -318,4 +333,37 @@ pub fn run(args: &JobManagerArgs) -> Result<()> {
     println!("shutting down");
     jm.shutdown();
     Ok(())
+}
+
+#[cfg(test)]
+mod args_tests {
+    use clap::Parser;
+
+    use super::JobManagerArgs;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        args: JobManagerArgs,
+    }
+
+    fn config(argv: &[&str]) -> Result<super::JobManagerConfig, String> {
+        let cli = Cli::try_parse_from(std::iter::once("jobmanager").chain(argv.iter().copied()))
+            .map_err(|e| e.to_string())?;
+        cli.args.config().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn bad_timeouts_say_what_to_change() {
+        let ok = config(&[]).unwrap();
+        assert_eq!(ok.deploy_timeout_ms, 120_000);
+        assert_eq!(
+            config(&["--deploy-timeout-ms", "5000"]).unwrap().deploy_timeout_ms,
+            5000
+        );
+        let err = config(&["--deploy-timeout-ms", "10"]).unwrap_err();
+        assert!(err.contains("--deploy-timeout-ms (10) must be at least 1000"), "{err}");
+        let err = config(&["--heartbeat-interval-ms", "500", "--heartbeat-timeout-ms", "400"]).unwrap_err();
+        assert!(err.contains("--heartbeat-timeout-ms (400) must be longer"), "{err}");
+    }
 }

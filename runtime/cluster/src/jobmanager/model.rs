@@ -275,6 +275,8 @@ pub(crate) struct Attempt {
     pub commands: Vec<WorkerCommand>,
     /// A stop with savepoint in progress.
     pub stop: Option<StopProgress>,
+    /// When the attempt fails unless all its workers run (ms since the epoch).
+    pub deploy_deadline: i64,
 }
 
 /// A savepoint request waiting for its answer.
