@@ -8,6 +8,10 @@
 //! cargo run --release -p floe-benches --bin cluster-fraud -- --payments 4000000
 //! ```
 //!
+//! `--recovery-state-mb 1024` measures the recovery with about 1 GB of keyed state: the job
+//! then also keeps a blob of `--ballast-bytes` per key in RocksDB, and the task manager is
+//! killed once a checkpoint holds that much.
+//!
 //! The binary is also the job: `cluster-fraud run|worker ...` runs it (the harness submits
 //! itself to a job manager it starts, as users submit their jobs).
 
@@ -43,6 +47,13 @@ struct Args {
     /// Skip the recovery measurement
     #[arg(long)]
     no_recovery: bool,
+    /// State to build up before the recovery measurement kills a task manager (MB); 0 for
+    /// the fraud rule's own state only
+    #[arg(long, default_value_t = 0)]
+    recovery_state_mb: u64,
+    /// Bytes per key of the extra keyed state that `--recovery-state-mb` builds
+    #[arg(long, default_value_t = 512)]
+    ballast_bytes: usize,
 }
 
 /// The job's own arguments.
@@ -58,6 +69,41 @@ struct JobArgs {
     checkpoint_interval_ms: u64,
     #[arg(long)]
     state_dir: PathBuf,
+    /// Keys of extra keyed state (0: none)
+    #[arg(long, default_value_t = 0)]
+    ballast_keys: u64,
+    /// Bytes of extra state per key
+    #[arg(long, default_value_t = 512)]
+    ballast_bytes: usize,
+}
+
+/// Keeps a blob per key: state to recover, and nothing else.
+#[derive(Clone)]
+struct Ballast {
+    blob: ValueStateDescriptor<Vec<u8>>,
+    bytes: usize,
+}
+
+impl KeyedProcessFunction<u64, Payment, u64> for Ballast {
+    fn process_element(
+        &mut self,
+        p: Payment,
+        ctx: &mut KeyedContext<'_, u64>,
+        _out: &mut Collector<u64>,
+    ) -> Result<(), UserError> {
+        // Incompressible bytes, so the state on disk is as large as it says.
+        let mut x = p.event_id | 1;
+        let blob = (0..self.bytes)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        ctx.state().set(&self.blob, blob)?;
+        Ok(())
+    }
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,6 +141,16 @@ fn job() -> anyhow::Result<()> {
         .generate(args.payments, move |i| p.payment(i))
         .assign_timestamps(|p: &Payment| p.ts, BoundedOutOfOrderness::new(Duration::from_secs(2)));
     let alerts = fraud::matches(&payments).select(|m| Alert::of(m.get("fails"))).count();
+    if args.ballast_keys > 0 {
+        let keys = args.ballast_keys;
+        payments
+            .key_by(move |p: &Payment| p.event_id % keys)
+            .process(Ballast {
+                blob: ValueStateDescriptor::new("ballast"),
+                bytes: args.ballast_bytes,
+            })
+            .count();
+    }
     let started = Instant::now();
     env.execute("cluster-fraud")?;
     println!("elapsed {:.3} alerts {}", started.elapsed().as_secs_f64(), alerts.get());
@@ -252,24 +308,37 @@ fn harness(args: &Args) -> anyhow::Result<()> {
         // Time from a task manager's death to the job running again, on fresh task managers.
         let (_jm2, mut tms, client) = start_cluster(&floe, &tmp.join("recovery"), 2)?;
         let artifact = client.upload_artifact_file(&me, Some("cluster-fraud"))?;
+        let mut recovery_args = job_args(
+            &Args {
+                payments: u64::MAX / 4,
+                ..Args::parse_from(["x"])
+            },
+            &tmp.join("recovery-state"),
+        );
+        let target = args.recovery_state_mb << 20;
+        if target > 0 {
+            let keys = target / args.ballast_bytes.max(1) as u64;
+            recovery_args.extend([
+                "--ballast-keys".into(),
+                keys.to_string(),
+                "--ballast-bytes".into(),
+                args.ballast_bytes.to_string(),
+            ]);
+        }
         let job = client.submit(&SubmitRequest {
             artifact: artifact.sha256,
-            args: job_args(
-                &Args {
-                    payments: u64::MAX / 4,
-                    ..Args::parse_from(["x"])
-                },
-                &tmp.join("recovery-state"),
-            ),
+            args: recovery_args,
             parallelism: 2,
             name: Some("recovery".into()),
             restart: None,
             checkpoint_interval_ms: Some(1_000),
             savepoint: None,
         })?;
-        let before = wait(Duration::from_secs(120), || {
+        let before = wait(Duration::from_secs(900), || {
             let d = client.job(&job.id)?;
-            Ok((d.summary.state == JobState::Running && d.checkpoints.len() >= 3).then_some(d))
+            let bytes = d.checkpoints.last().map_or(0, |c| c.bytes);
+            let ready = d.summary.state == JobState::Running && d.checkpoints.len() >= 3 && bytes >= target;
+            Ok(ready.then_some(d))
         })?;
         let bytes = before.checkpoints.last().map_or(0, |c| c.bytes);
         let killed = Instant::now();
