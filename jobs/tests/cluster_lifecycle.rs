@@ -18,16 +18,7 @@ use floe_jobs::payments::{Payment, PaymentProfile};
 const PAYMENTS: u64 = 24_000;
 
 fn profile(seed: u64) -> PaymentProfile {
-    PaymentProfile {
-        users: 300,
-        fail_ratio: 0.3,
-        gap_ms: 3,
-        max_disorder_ms: 2_000,
-        attack_share: 0.05,
-        attack_block: 500,
-        seed,
-        ..PaymentProfile::default()
-    }
+    common::attack_profile(seed)
 }
 
 /// A broker with the fraud job's topics, payments written in the background.

@@ -20,16 +20,7 @@ use floe_jobs::payments::{Payment, PaymentProfile};
 const PAYMENTS: u64 = 30_000;
 
 fn profile() -> PaymentProfile {
-    PaymentProfile {
-        users: 300,
-        fail_ratio: 0.3,
-        gap_ms: 3,
-        max_disorder_ms: 2_000,
-        attack_share: 0.05,
-        attack_block: 500,
-        seed: 99,
-        ..PaymentProfile::default()
-    }
+    common::attack_profile(99)
 }
 
 fn job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {

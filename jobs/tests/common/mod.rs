@@ -6,10 +6,26 @@ use std::process::Child;
 use std::time::{Duration, Instant};
 
 use floe_dsl::kafka::testing::TestBroker;
+use floe_jobs::payments::PaymentProfile;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Headers;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 use rdkafka::{Message, Offset, TopicPartitionList};
+
+/// Payments of the crash and cluster tests: 300 users, many failures, and attacks (bursts of
+/// failures by one user) in blocks of 500, so alerts are frequent and stretch over restarts.
+pub fn attack_profile(seed: u64) -> PaymentProfile {
+    PaymentProfile {
+        users: 300,
+        fail_ratio: 0.3,
+        gap_ms: 3,
+        max_disorder_ms: 2_000,
+        attack_share: 0.05,
+        attack_block: 500,
+        seed,
+        ..PaymentProfile::default()
+    }
+}
 
 /// Sends `payload` keyed by `key` to topic `events`, waiting while the queue is full.
 pub fn send(producer: &BaseProducer, key: &str, payload: &[u8]) {

@@ -109,6 +109,12 @@ fn register(url: &str, token: &str, slots: usize) -> String {
 }
 
 impl FakeTm {
+    /// Waits for a deployment and answers its attempt.
+    fn await_deploy(&self) -> u64 {
+        wait_until(10, "deploy", || self.last_deploy().is_some());
+        self.last_deploy().unwrap().attempt
+    }
+
     fn start(api: &Api, slots: usize) -> Self {
         let state = Arc::new(Mutex::new(TmState {
             url: api.url.clone(),
@@ -389,8 +395,7 @@ fn exhausted_restart_strategy_fails_the_job() {
     let api = Api::of(&jm);
     let a = FakeTm::start(&api, 1);
     let job = api.submit(1, fixed(1));
-    wait_until(10, "deploy", || a.last_deploy().is_some());
-    let first = a.last_deploy().unwrap().attempt;
+    let first = a.await_deploy();
     api.events(
         first,
         json!([{"event": "failed", "worker": 0, "error": "sink unreachable"}]),
@@ -427,8 +432,7 @@ fn savepoint_stop_and_resume_go_through_worker_zero() {
     let api = Api::of(&jm);
     let a = FakeTm::start(&api, 2);
     let job = api.submit(1, fixed(3));
-    wait_until(10, "deploy", || a.last_deploy().is_some());
-    let attempt = a.last_deploy().unwrap().attempt;
+    let attempt = a.await_deploy();
     running(&api, attempt, 1);
     api.events(
         attempt,
@@ -547,8 +551,7 @@ fn job_manager_restart_redeploys_a_running_job() {
     let api = Api::of(&jm);
     let a = FakeTm::start(&api, 2);
     let job = api.submit(1, fixed(3));
-    wait_until(10, "deploy", || a.last_deploy().is_some());
-    let old_attempt = a.last_deploy().unwrap().attempt;
+    let old_attempt = a.await_deploy();
     running(&api, old_attempt, 1);
     let old_tm = a.id();
     jm.shutdown();
@@ -578,8 +581,7 @@ fn rescale_stops_with_a_savepoint_and_resumes_wider() {
     let a = FakeTm::start(&api, 1);
     let b = FakeTm::start(&api, 2);
     let job = api.submit(1, fixed(3));
-    wait_until(10, "deploy", || a.last_deploy().is_some());
-    let attempt = a.last_deploy().unwrap().attempt;
+    let attempt = a.await_deploy();
     running(&api, attempt, 1);
     let rescaler = {
         let (api, job) = (api.clone(), job.clone());

@@ -157,6 +157,28 @@ echo 'worker failing on purpose' >&2
 exit 7
 ";
 
+/// A task manager on a thread of its own; `stop` ends it, checking it ended cleanly.
+struct RunningTm {
+    shutdown: floe_cluster::taskmanager::Shutdown,
+    thread: std::thread::JoinHandle<floe_cluster::Result<()>>,
+}
+
+impl RunningTm {
+    fn start(url: &str, token: &str, slots: usize, dir: &Path) -> Self {
+        let args = TaskManagerArgs::new(ClusterArgs::new(url, Some(token.to_owned())), slots, dir);
+        let tm = TaskManager::new(&args).unwrap();
+        RunningTm {
+            shutdown: tm.shutdown_handle(),
+            thread: std::thread::spawn(move || tm.run()),
+        }
+    }
+
+    fn stop(self) {
+        self.shutdown.trigger();
+        self.thread.join().unwrap().unwrap();
+    }
+}
+
 fn env_files(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -179,14 +201,7 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
     let jm = JobManager::start(JobManagerConfig::new(jm_dir.path())).unwrap();
     let client = Client::new(jm.url(), Some(jm.token().to_owned())).unwrap();
 
-    let args = TaskManagerArgs::new(
-        ClusterArgs::new(jm.url(), Some(jm.token().to_owned())),
-        2,
-        tm_dir.path(),
-    );
-    let tm = TaskManager::new(&args).unwrap();
-    let stop = tm.shutdown_handle();
-    let running = std::thread::spawn(move || tm.run());
+    let tm = RunningTm::start(jm.url(), jm.token(), 2, tm_dir.path());
 
     let tms = wait_for("the task manager to register", || {
         let tms = client.taskmanagers().unwrap();
@@ -247,8 +262,7 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
         "{messages:?}"
     );
 
-    stop.trigger();
-    running.join().unwrap().unwrap();
+    tm.stop();
 }
 
 #[test]
@@ -279,6 +293,24 @@ echo $$ > \"$2/pid.$$.tmp\" && mv \"$2/pid.$$.tmp\" \"$2/pid.$$\"
 exec sleep 600
 ";
 
+/// Uploads and submits [`SLEEPING_JOB`] at parallelism 1, its pid file going to `out`.
+fn submit_sleeper(client: &Client, out: &Path) -> floe_cluster::protocol::JobSummary {
+    let artifact = client
+        .upload_artifact(SLEEPING_JOB.as_bytes(), Some("sleeper.sh"))
+        .unwrap();
+    client
+        .submit(&SubmitRequest {
+            artifact: artifact.sha256,
+            args: vec![out.display().to_string()],
+            parallelism: 1,
+            name: None,
+            restart: None,
+            checkpoint_interval_ms: None,
+            savepoint: None,
+        })
+        .unwrap()
+}
+
 fn pids(dir: &Path) -> Vec<String> {
     let mut pids: Vec<String> = fs::read_dir(dir)
         .unwrap()
@@ -306,28 +338,12 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
     let token = jm.token().to_owned();
     let client = Client::new(&url, Some(token.clone())).unwrap();
 
-    let args = TaskManagerArgs::new(ClusterArgs::new(&url, Some(token.clone())), 1, tm_dir.path());
-    let tm = TaskManager::new(&args).unwrap();
-    let stop = tm.shutdown_handle();
-    let running = std::thread::spawn(move || tm.run());
+    let tm = RunningTm::start(&url, &token, 1, tm_dir.path());
     let first_id = wait_for("the task manager to register", || {
         client.taskmanagers().unwrap().first().map(|tm| tm.id.clone())
     });
 
-    let artifact = client
-        .upload_artifact(SLEEPING_JOB.as_bytes(), Some("sleeper.sh"))
-        .unwrap();
-    client
-        .submit(&SubmitRequest {
-            artifact: artifact.sha256,
-            args: vec![out_dir.path().display().to_string()],
-            parallelism: 1,
-            name: None,
-            restart: None,
-            checkpoint_interval_ms: None,
-            savepoint: None,
-        })
-        .unwrap();
+    submit_sleeper(&client, out_dir.path());
     let first_pid = wait_for("the worker to start", || pids(out_dir.path()).into_iter().next());
 
     // The job manager goes away: the worker keeps running while the task manager retries.
@@ -352,8 +368,7 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
     assert_ne!(second_id, first_id);
     wait_for("the old worker to be killed", || (!alive(&first_pid)).then_some(()));
 
-    stop.trigger();
-    running.join().unwrap().unwrap();
+    tm.stop();
     // Its workers (the job ran again on it) were killed on the way out.
     for pid in pids(out_dir.path()) {
         assert!(!alive(&pid), "worker {pid} outlived its task manager");
@@ -367,27 +382,9 @@ fn cancelling_a_job_kills_its_worker() {
     let out_dir = tempfile::tempdir().unwrap();
     let jm = JobManager::start(JobManagerConfig::new(jm_dir.path())).unwrap();
     let client = Client::new(jm.url(), Some(jm.token().to_owned())).unwrap();
-    let args = TaskManagerArgs::new(
-        ClusterArgs::new(jm.url(), Some(jm.token().to_owned())),
-        1,
-        tm_dir.path(),
-    );
-    let tm = TaskManager::new(&args).unwrap();
-    let stop = tm.shutdown_handle();
-    let running = std::thread::spawn(move || tm.run());
+    let tm = RunningTm::start(jm.url(), jm.token(), 1, tm_dir.path());
 
-    let artifact = client.upload_artifact(SLEEPING_JOB.as_bytes(), None).unwrap();
-    let job = client
-        .submit(&SubmitRequest {
-            artifact: artifact.sha256,
-            args: vec![out_dir.path().display().to_string()],
-            parallelism: 1,
-            name: None,
-            restart: None,
-            checkpoint_interval_ms: None,
-            savepoint: None,
-        })
-        .unwrap();
+    let job = submit_sleeper(&client, out_dir.path());
     let pid = wait_for("the worker to start", || pids(out_dir.path()).into_iter().next());
     assert!(alive(&pid));
 
@@ -399,6 +396,5 @@ fn cancelling_a_job_kills_its_worker() {
         (tms.first()?.slots_used == 0).then_some(())
     });
 
-    stop.trigger();
-    running.join().unwrap().unwrap();
+    tm.stop();
 }
