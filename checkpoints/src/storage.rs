@@ -98,7 +98,10 @@ pub struct RestoredCheckpoint {
     pub manifest: Manifest,
     /// The snapshots.
     pub snapshots: HashMap<(usize, usize), StateSnapshot>,
-    /// Newer checkpoints that were skipped, with the reason.
+    /// Newer checkpoints that never completed (no manifest: in flight when the job stopped).
+    /// Skipping them is normal.
+    pub incomplete: Vec<u64>,
+    /// Newer complete checkpoints that could not be read, with the reason.
     pub skipped: Vec<String>,
 }
 
@@ -344,6 +347,7 @@ impl CheckpointStorage {
         Ok(RestoredCheckpoint {
             manifest,
             snapshots,
+            incomplete: Vec::new(),
             skipped: Vec::new(),
         })
     }
@@ -351,10 +355,16 @@ impl CheckpointStorage {
     /// The newest complete, intact checkpoint; newer ones that are partial or corrupt are
     /// skipped and reported in [`RestoredCheckpoint::skipped`].
     pub fn latest(&self) -> Result<Option<RestoredCheckpoint>> {
+        let mut incomplete = Vec::new();
         let mut skipped = Vec::new();
         for id in self.ids()?.into_iter().rev() {
+            if self.objects.size(&format!("{}/{MANIFEST}", chk(id)))?.is_none() {
+                incomplete.push(id);
+                continue;
+            }
             match self.load(id) {
                 Ok(mut r) => {
+                    r.incomplete = incomplete;
                     r.skipped = skipped;
                     return Ok(Some(r));
                 }
@@ -410,7 +420,8 @@ mod tests {
         let r = st.latest().unwrap().unwrap();
         assert_eq!(r.manifest.checkpoint_id, 3);
         assert_eq!(r.snapshots[&(0, 0)], snapshot(3));
-        assert_eq!(r.skipped.len(), 2, "{:?}", r.skipped);
-        assert!(r.skipped[0].contains("checkpoint 5") && r.skipped[1].contains("corrupt"));
+        assert_eq!(r.incomplete, vec![5]);
+        assert_eq!(r.skipped.len(), 1, "{:?}", r.skipped);
+        assert!(r.skipped[0].contains("checkpoint 4") && r.skipped[0].contains("corrupt"));
     }
 }

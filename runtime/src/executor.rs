@@ -371,6 +371,9 @@ fn restore_point(
         None => storage.latest()?,
     };
     if let Some(r) = &restored {
+        for id in &r.incomplete {
+            info!("checkpoint {id} never completed (it was in flight when the job stopped); restoring an older one");
+        }
         for s in &r.skipped {
             warn!("skipping checkpoint that cannot be restored: {s}");
         }
