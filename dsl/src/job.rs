@@ -3,7 +3,7 @@
 //! ```text
 //! my-job [run] <job args>            run here, in one process (the default)
 //! my-job graph [--dot] <job args>    print the job graph as JSON (or Graphviz DOT) and exit
-//! my-job submit --job-manager URL [--token T] [--parallelism N] [--name NAME]
+//! my-job submit --job-manager URL [--token T] [--ca-cert PEM] [--parallelism N] [--name NAME]
 //!        [--restart none|fixed:<attempts>:<ms>|exponential:<attempts>:<ms>:<max ms>]
 //!        [--checkpoint-interval-ms MS] [--savepoint DIR] [--] <job args>
 //!                                    upload this binary to a job manager and submit it
@@ -26,7 +26,7 @@ use std::ffi::OsString;
 use std::sync::OnceLock;
 
 use floe_cluster::client::Client;
-use floe_cluster::protocol::{RestartStrategy, SubmitRequest, WorkerSpec, JOB_MANAGER_ENV, TOKEN_ENV};
+use floe_cluster::protocol::{RestartStrategy, SubmitRequest, WorkerSpec, CA_CERT_ENV, JOB_MANAGER_ENV, TOKEN_ENV};
 
 /// How this process runs the job.
 #[derive(Clone, Debug)]
@@ -102,6 +102,7 @@ fn fail(message: &str) -> ! {
 fn submit(program: &OsString, args: &[OsString]) -> Result<String, String> {
     let mut url = std::env::var(JOB_MANAGER_ENV).unwrap_or_else(|_| "http://127.0.0.1:8081".into());
     let mut token = std::env::var(TOKEN_ENV).ok();
+    let mut ca_cert = std::env::var_os(CA_CERT_ENV).map(std::path::PathBuf::from);
     let mut request = SubmitRequest {
         artifact: String::new(),
         args: Vec::new(),
@@ -127,6 +128,7 @@ fn submit(program: &OsString, args: &[OsString]) -> Result<String, String> {
             }
             "--job-manager" => url = text(i + 1)?,
             "--token" => token = Some(text(i + 1)?),
+            "--ca-cert" => ca_cert = Some(text(i + 1)?.into()),
             "--parallelism" => {
                 request.parallelism = text(i + 1)?
                     .parse()
@@ -156,7 +158,7 @@ fn submit(program: &OsString, args: &[OsString]) -> Result<String, String> {
     let name = std::path::Path::new(program)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned());
-    let client = Client::new(url, token).map_err(|e| e.to_string())?;
+    let client = Client::with_ca_cert(url, token, ca_cert).map_err(|e| e.to_string())?;
     let artifact = client
         .upload_artifact_file(&exe, name.as_deref())
         .map_err(|e| e.to_string())?;

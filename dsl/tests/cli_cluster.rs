@@ -248,11 +248,28 @@ fn errors_exit_1_with_a_message_saying_what_to_change() {
     assert!(err.contains("floe jobmanager"), "{err}");
 
     let out = floe()
-        .args(["list", "--job-manager", "https://example.invalid"])
+        .args(["list", "--job-manager", "ftp://example.invalid"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    assert!(text(&out.stderr).contains("https is not supported"));
+    assert!(text(&out.stderr).contains("must start with http:// or https://"));
+
+    let out = floe()
+        .args([
+            "list",
+            "--job-manager",
+            "https://127.0.0.1:1",
+            "--ca-cert",
+            "/nonexistent/ca.pem",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/ca.pem") && err.contains("--ca-cert"),
+        "{err}"
+    );
 }
 
 #[test]

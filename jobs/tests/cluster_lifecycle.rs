@@ -1,6 +1,7 @@
 //! The fraud job's life on a cluster of real processes: stopped with a savepoint at
 //! parallelism 2 and resumed at 3, and carried through a job manager killed with SIGKILL
-//! and restarted. Each time the committed alerts are exactly those of a fault-free run.
+//! and restarted (over HTTPS). Each time the committed alerts are exactly those of a
+//! fault-free run.
 
 #[path = "common/cluster.rs"]
 mod cluster;
@@ -43,6 +44,7 @@ fn broker_with_payments(seed: u64) -> (TestBroker, std::thread::JoinHandle<Resul
 fn submit(cluster: &Cluster, broker: &TestBroker, parallelism: usize) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
         .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])
+        .args(cluster.ca_args())
         .args([
             "--parallelism",
             &parallelism.to_string(),
@@ -97,10 +99,13 @@ fn stopped_with_a_savepoint_at_parallelism_2_and_resumed_at_3() {
 }
 
 #[test]
-fn a_running_job_survives_a_job_manager_restart() {
+fn a_running_job_survives_a_job_manager_restart_over_https() {
     let (broker, writer) = broker_with_payments(12);
     let dir = tempfile::tempdir().unwrap();
-    let mut cluster = Cluster::start(dir.path(), &[2, 2]);
+    // Over HTTPS: the job binary submits itself, task managers and workers call back, all
+    // trusting the job manager's self-signed certificate through --ca-cert.
+    let mut cluster = Cluster::start_tls(dir.path(), &[2, 2]);
+    assert!(cluster.url.starts_with("https://"), "{}", cluster.url);
     let id = submit(&cluster, &broker, 2);
     let before = cluster.wait_job(&id, "the job to run and checkpoint", Duration::from_secs(60), |d| {
         d.summary.state == JobState::Running && d.summary.last_checkpoint.is_some()

@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use floe_cluster::client::Client;
+use floe_cluster::jobmanager::TlsFiles;
 use floe_cluster::protocol::{JobDetail, JobState};
 
 /// The `floe` binary, built next to this crate's binaries by `cargo test --workspace`.
@@ -39,6 +40,8 @@ pub struct Cluster {
     pub url: String,
     pub token: String,
     pub tms: Vec<Proc>,
+    /// HTTPS: the job manager's certificate (trusted by everyone as their CA) and key.
+    pub tls: Option<TlsFiles>,
     dir: PathBuf,
 }
 
@@ -46,16 +49,21 @@ pub const TOKEN: &str = "test-token-0123456789";
 
 /// Starts `floe jobmanager` on a free port with its data in `dir/jm`.
 pub fn start_job_manager(dir: &Path) -> (Proc, String) {
-    start_job_manager_at(dir, "127.0.0.1:0")
+    start_job_manager_at(dir, "127.0.0.1:0", None)
 }
 
-/// Starts `floe jobmanager` on `bind` with its data in `dir/jm`.
-pub fn start_job_manager_at(dir: &Path, bind: &str) -> (Proc, String) {
-    let mut child = Command::new(floe_bin())
+/// Starts `floe jobmanager` on `bind` with its data in `dir/jm`, serving HTTPS with `tls`.
+pub fn start_job_manager_at(dir: &Path, bind: &str, tls: Option<&TlsFiles>) -> (Proc, String) {
+    let mut command = Command::new(floe_bin());
+    command
         .args(["jobmanager", "--bind", bind, "--token", TOKEN])
         .args(["--heartbeat-interval-ms", "300", "--heartbeat-timeout-ms", "3000"])
         .arg("--data-dir")
-        .arg(dir.join("jm"))
+        .arg(dir.join("jm"));
+    if let Some(tls) = tls {
+        command.arg("--tls-cert").arg(&tls.cert).arg("--tls-key").arg(&tls.key);
+    }
+    let mut child = command
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .spawn()
@@ -79,12 +87,23 @@ pub fn start_job_manager_at(dir: &Path, bind: &str) -> (Proc, String) {
 impl Cluster {
     /// A job manager and task managers with the given slots.
     pub fn start(dir: &Path, slots: &[usize]) -> Cluster {
-        let (jm, url) = start_job_manager(dir);
+        Self::start_with(dir, slots, None)
+    }
+
+    /// The same over HTTPS, with a self-signed certificate every client is told to trust.
+    pub fn start_tls(dir: &Path, slots: &[usize]) -> Cluster {
+        let tls = TlsFiles::self_signed(dir).expect("a test certificate");
+        Self::start_with(dir, slots, Some(tls))
+    }
+
+    fn start_with(dir: &Path, slots: &[usize], tls: Option<TlsFiles>) -> Cluster {
+        let (jm, url) = start_job_manager_at(dir, "127.0.0.1:0", tls.as_ref());
         let mut c = Cluster {
             jm,
             url,
             token: TOKEN.into(),
             tms: Vec::new(),
+            tls,
             dir: dir.to_path_buf(),
         };
         for s in slots {
@@ -99,10 +118,10 @@ impl Cluster {
 
     /// Kills the job manager (SIGKILL) and starts it again on the same address and data.
     pub fn restart_job_manager(&mut self) {
-        let bind = self.url.trim_start_matches("http://").to_string();
+        let bind = self.url.split("://").nth(1).unwrap_or(&self.url).to_string();
         let _ = self.jm.0.kill();
         let _ = self.jm.0.wait();
-        let (jm, url) = start_job_manager_at(&self.dir, &bind);
+        let (jm, url) = start_job_manager_at(&self.dir, &bind, self.tls.as_ref());
         assert_eq!(url, self.url, "the job manager came back on its address");
         self.jm = jm;
     }
@@ -112,6 +131,7 @@ impl Cluster {
         let n = self.tms.len();
         let child = Command::new(floe_bin())
             .args(["taskmanager", "--job-manager", &self.url, "--token", &self.token])
+            .args(self.ca_args())
             .args(["--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.join(format!("tm{n}")))
@@ -127,7 +147,16 @@ impl Cluster {
 
     /// A client of the job manager.
     pub fn client(&self) -> Client {
-        Client::new(self.url.clone(), Some(self.token.clone())).unwrap()
+        let ca = self.tls.as_ref().map(|t| t.cert.clone());
+        Client::with_ca_cert(self.url.clone(), Some(self.token.clone()), ca).unwrap()
+    }
+
+    /// `--ca-cert <file>` when the cluster serves HTTPS: for the CLI and job binaries.
+    pub fn ca_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.tls {
+            Some(tls) => vec!["--ca-cert".into(), tls.cert.clone().into()],
+            None => Vec::new(),
+        }
     }
 
     /// Waits until the job's detail satisfies `ok`.

@@ -1,8 +1,9 @@
 //! The blocking HTTP client of the job manager's API: what the `floe` CLI, task managers,
 //! workers and job binaries' `submit` use. One typed method per endpoint of [`protocol`].
 //!
-//! Plain `http://` only (the cluster runs on a trusted network or behind a TLS proxy); a
-//! `https://` URL is refused with a message saying so. Errors: an error status becomes
+//! `http://` or `https://` (the system's OpenSSL; a job manager whose certificate the
+//! system does not trust is trusted with `--ca-cert` / `FLOE_CA_CERT`). Errors: an error
+//! status becomes
 //! [`ClusterError::Api`] with the job manager's message, a failed connection
 //! [`ClusterError::Unreachable`] naming the URL.
 //!
@@ -21,7 +22,7 @@ use crate::error::{ClusterError, Result};
 use crate::protocol::{
     ApiError, ArtifactInfo, Health, Heartbeat, HeartbeatResponse, JobDetail, JobSummary, Peers, RegisterRequest,
     RegisterResponse, RescaleRequest, ResumeRequest, SavepointInfo, SavepointRequest, SubmitRequest, TaskManagerInfo,
-    WorkerCommand, WorkerEvent, WorkerHello, NAME_HEADER,
+    WorkerCommand, WorkerEvent, WorkerHello, CA_CERT_ENV, NAME_HEADER,
 };
 
 /// The job manager's URL when none is given.
@@ -45,6 +46,7 @@ const MAX_ERROR_BODY: usize = 4096;
 pub struct Client {
     base: String,
     token: Option<String>,
+    ca_cert: Option<PathBuf>,
     agent: ureq::Agent,
 }
 
@@ -52,16 +54,50 @@ impl Client {
     /// A client of the job manager at `base_url` (`http://host:port`; a bare `host:port`
     /// is taken as `http://`), sending `token` as the bearer token when given.
     pub fn new(base_url: impl Into<String>, token: Option<String>) -> Result<Client> {
+        Client::with_ca_cert(base_url, token, None)
+    }
+
+    /// Like [`Client::new`], trusting the certificates in the PEM file `ca_cert` as well as
+    /// the system's for `https://`.
+    pub fn with_ca_cert(
+        base_url: impl Into<String>,
+        token: Option<String>,
+        ca_cert: Option<PathBuf>,
+    ) -> Result<Client> {
         let base = normalize_base(&base_url.into())?;
+        let mut tls = native_tls::TlsConnector::builder();
+        if let Some(path) = &ca_cert {
+            let pem = fs::read(path).map_err(|e| {
+                ClusterError::io(format!("reading the CA certificate {} (--ca-cert)", path.display()), e)
+            })?;
+            let cert = native_tls::Certificate::from_pem(&pem).map_err(|e| {
+                ClusterError::Config(format!("--ca-cert {}: not a PEM certificate: {e}", path.display()))
+            })?;
+            tls.add_root_certificate(cert);
+        }
+        let tls = tls
+            .build()
+            .map_err(|e| ClusterError::Config(format!("setting up TLS: {e}")))?;
         let agent = ureq::AgentBuilder::new()
             .timeout_connect(CONNECT_TIMEOUT)
             .timeout_read(TRANSFER_IO_TIMEOUT)
             .timeout_write(TRANSFER_IO_TIMEOUT)
             .redirects(0)
             .user_agent(concat!("floe/", env!("CARGO_PKG_VERSION")))
+            .tls_connector(std::sync::Arc::new(tls))
             .build();
         let token = token.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
-        Ok(Client { base, token, agent })
+        Ok(Client {
+            base,
+            token,
+            ca_cert,
+            agent,
+        })
+    }
+
+    /// The extra CA certificate this client trusts, if any (handed on to workers).
+    pub fn ca_cert(&self) -> Option<&Path> {
+        self.ca_cert.as_deref()
     }
 
     /// The job manager's URL (without a trailing slash).
@@ -341,6 +377,10 @@ pub struct ClusterArgs {
     /// wins over --token.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+    /// Trust the certificates in this PEM file (besides the system's) for an `https://` job
+    /// manager: its own CA, or a self-signed certificate.
+    #[arg(long, env = CA_CERT_ENV, value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 impl ClusterArgs {
@@ -350,6 +390,7 @@ impl ClusterArgs {
             job_manager: url.into(),
             token,
             token_file: None,
+            ca_cert: None,
         }
     }
 
@@ -382,11 +423,11 @@ impl ClusterArgs {
 
     /// A client of the job manager these arguments name.
     pub fn client(&self) -> Result<Client> {
-        Client::new(self.job_manager.clone(), self.resolve_token()?)
+        Client::with_ca_cert(self.job_manager.clone(), self.resolve_token()?, self.ca_cert.clone())
     }
 }
 
-/// `http://host:port` without a trailing slash; `host:port` gets `http://`.
+/// `http(s)://host:port` without a trailing slash; `host:port` gets `http://`.
 fn normalize_base(url: &str) -> Result<String> {
     let url = url.trim().trim_end_matches('/');
     if url.is_empty() {
@@ -395,22 +436,17 @@ fn normalize_base(url: &str) -> Result<String> {
         )));
     }
     let lower = url.to_ascii_lowercase();
-    if lower.starts_with("https://") {
-        return Err(ClusterError::Config(format!(
-            "{url}: https is not supported by this client; use http:// (put a TLS proxy in \
-             front of the job manager if the network is not trusted)"
-        )));
-    }
-    let full = if lower.starts_with("http://") {
+    let full = if lower.starts_with("http://") || lower.starts_with("https://") {
         url.to_owned()
     } else if url.contains("://") {
         return Err(ClusterError::Config(format!(
-            "{url}: the job manager URL must start with http:// (like {DEFAULT_JOB_MANAGER})"
+            "{url}: the job manager URL must start with http:// or https:// (like {DEFAULT_JOB_MANAGER})"
         )));
     } else {
         format!("http://{url}")
     };
-    if full.len() <= "http://".len() || full.contains(char::is_whitespace) {
+    let host = &full[full.find("://").map_or(0, |i| i + 3)..];
+    if host.is_empty() || full.contains(char::is_whitespace) {
         return Err(ClusterError::Config(format!(
             "{url} is not a job manager URL: give one like {DEFAULT_JOB_MANAGER}"
         )));
@@ -606,9 +642,9 @@ mod tests {
     fn base_urls_are_normalized() {
         assert_eq!(normalize_base("http://h:1/").unwrap(), "http://h:1");
         assert_eq!(normalize_base("h:1").unwrap(), "http://h:1");
-        let err = normalize_base("https://h:1").unwrap_err().to_string();
-        assert!(err.contains("https is not supported"), "{err}");
-        assert!(normalize_base("ftp://h").is_err());
+        assert_eq!(normalize_base("HTTPS://h:1/").unwrap(), "HTTPS://h:1");
+        let err = normalize_base("ftp://h").unwrap_err().to_string();
+        assert!(err.contains("must start with http:// or https://"), "{err}");
         assert!(normalize_base("  ").is_err());
     }
 

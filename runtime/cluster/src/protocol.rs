@@ -36,6 +36,9 @@ pub const NAME_HEADER: &str = "x-floe-name";
 pub const JOB_MANAGER_ENV: &str = "FLOE_JOB_MANAGER";
 /// Environment variable holding the bearer token in workers and clients.
 pub const TOKEN_ENV: &str = "FLOE_TOKEN";
+/// Environment variable: a PEM file of extra CA certificates to trust for an `https://` job
+/// manager (the `--ca-cert` of the CLI and task managers; task managers hand it to workers).
+pub const CA_CERT_ENV: &str = "FLOE_CA_CERT";
 /// Environment variable holding a worker's [`WorkerSpec`] (JSON).
 pub const WORKER_SPEC_ENV: &str = "FLOE_WORKER_SPEC";
 

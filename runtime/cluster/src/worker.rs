@@ -20,7 +20,8 @@ use tracing::{info, warn};
 
 use crate::client::Client;
 use crate::protocol::{
-    OperatorMetrics, WorkerCommand, WorkerEvent, WorkerHello, WorkerSpec, JOB_MANAGER_ENV, TOKEN_ENV, WORKER_SPEC_ENV,
+    OperatorMetrics, WorkerCommand, WorkerEvent, WorkerHello, WorkerSpec, CA_CERT_ENV, JOB_MANAGER_ENV, TOKEN_ENV,
+    WORKER_SPEC_ENV,
 };
 use crate::{ClusterError, Result};
 
@@ -31,7 +32,11 @@ fn job_manager() -> Result<Client> {
             "{JOB_MANAGER_ENV} is not set: workers are started by `floe taskmanager`, not by hand"
         ))
     })?;
-    Client::new(base, std::env::var(TOKEN_ENV).ok())
+    Client::with_ca_cert(
+        base,
+        std::env::var(TOKEN_ENV).ok(),
+        std::env::var_os(CA_CERT_ENV).map(std::path::PathBuf::from),
+    )
 }
 
 /// The worker spec this process was started with, if it was started as a worker.

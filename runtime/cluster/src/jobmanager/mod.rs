@@ -6,7 +6,7 @@
 //! Layout: [`JobManagerArgs`] and [`JobManager`] here; the state machine in `cluster` and
 //! `workers` (pure, unit-tested), placement in `placement`, records in `model`, files in
 //! `store`, the token in `token`, the HTTP layer in `server`, `api`, `shared`, `jobs_api`,
-//! `internal` and `artifacts`, figures in `metrics`.
+//! `internal` and `artifacts`, HTTPS in `tls`, figures in `metrics`.
 
 mod api;
 mod artifacts;
@@ -19,6 +19,7 @@ mod placement;
 mod server;
 mod shared;
 mod store;
+mod tls;
 mod token;
 mod workers;
 
@@ -36,6 +37,8 @@ use cluster::{Cluster, ClusterConfig};
 use shared::Shared;
 use store::Store;
 use token::TokenSource;
+
+pub use tls::TlsFiles;
 
 /// How long a savepoint may take before its request fails.
 const SAVEPOINT_TIMEOUT_MS: u64 = 120_000;
@@ -73,6 +76,13 @@ pub struct JobManagerArgs {
     /// and restarts by the job's restart strategy.
     #[arg(long, default_value_t = 120_000)]
     pub deploy_timeout_ms: u64,
+    /// Serve HTTPS with this certificate (PEM, with any intermediates after it); needs
+    /// --tls-key. Clients that do not trust its issuer take `--ca-cert`.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The certificate's private key (PEM, PKCS#8).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 impl JobManagerArgs {
@@ -112,6 +122,18 @@ impl JobManagerArgs {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
             heartbeat_timeout_ms: self.heartbeat_timeout_ms,
             deploy_timeout_ms: self.deploy_timeout_ms,
+            tls: match (&self.tls_cert, &self.tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                (None, None) => None,
+                _ => {
+                    return Err(ClusterError::Config(
+                        "--tls-cert and --tls-key go together: give both, or neither for plain HTTP".into(),
+                    ))
+                }
+            },
         })
     }
 }
@@ -133,6 +155,8 @@ pub struct JobManagerConfig {
     pub heartbeat_timeout_ms: u64,
     /// From deployment to all of an attempt's workers running, at most (ms).
     pub deploy_timeout_ms: u64,
+    /// HTTPS: the certificate and key; `None` serves plain HTTP.
+    pub tls: Option<TlsFiles>,
 }
 
 impl JobManagerConfig {
@@ -146,6 +170,7 @@ impl JobManagerConfig {
             heartbeat_interval_ms: 500,
             heartbeat_timeout_ms: 3000,
             deploy_timeout_ms: 120_000,
+            tls: None,
         }
     }
 }
@@ -157,6 +182,8 @@ impl JobManager {
     /// Loads the data directory, binds, and serves on a thread of its own (with its own
     /// tokio runtime) until [`RunningJobManager::shutdown`] or drop.
     pub fn start(config: JobManagerConfig) -> Result<RunningJobManager> {
+        // A certificate that does not load stops the start, before anything else.
+        let acceptor = config.tls.as_ref().map(TlsFiles::acceptor).transpose()?;
         let store = Store::open(&config.data_dir)?;
         let (token, token_source) = token::load_or_create(store.root(), config.token.as_deref())?;
         let state = store.load_state()?;
@@ -186,10 +213,11 @@ impl JobManager {
         let addr = listener
             .local_addr()
             .map_err(|e| ClusterError::io("reading the bound address", e))?;
-        if !addr.ip().is_loopback() {
+        if !addr.ip().is_loopback() && acceptor.is_none() {
             tracing::warn!(
-                "the job manager listens on {addr}, reachable from the network: anyone who can \
-                 reach it and knows the token can run code on the task managers"
+                "the job manager listens on {addr}, reachable from the network, without TLS: \
+                 anyone who can reach it and knows the token can run code on the task managers, \
+                 and the token travels unencrypted (give --tls-cert and --tls-key)"
             );
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -202,10 +230,11 @@ impl JobManager {
         let serving = shared.clone();
         let thread = std::thread::Builder::new()
             .name("floe-jobmanager".into())
-            .spawn(move || serve(runtime, listener, serving, stop_rx))
+            .spawn(move || serve(runtime, listener, acceptor, serving, stop_rx))
             .map_err(|e| ClusterError::io("starting the job manager's thread", e))?;
+        let scheme = if config.tls.is_some() { "https" } else { "http" };
         Ok(RunningJobManager {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             token,
             token_source,
             data_dir,
@@ -218,27 +247,16 @@ impl JobManager {
 fn serve(
     runtime: tokio::runtime::Runtime,
     listener: TcpListener,
+    acceptor: Option<tokio_native_tls::TlsAcceptor>,
     shared: Arc<Shared>,
     stop: tokio::sync::oneshot::Receiver<()>,
 ) {
     let served = runtime.block_on(async {
         let listener = tokio::net::TcpListener::from_std(listener)?;
         let ticking = tokio::spawn(server::tick_loop(shared.clone()));
-        let app = server::router(shared.clone());
-        let signal_shared = shared.clone();
-        let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-            let _ = stop.await;
-            signal_shared.mutate(|c, _| c.shutting_down = true);
-        });
-        let result = tokio::select! {
-            r = async move { server.await } => r,
-            () = async {
-                // Bounded grace once shutdown began.
-                while !shared.inspect(|c| c.shutting_down) {
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                tokio::time::sleep(SHUTDOWN_GRACE).await;
-            } => Ok(()),
+        let result = match acceptor {
+            Some(acceptor) => serve_on(tls::TlsListener::new(listener, acceptor)?, shared, stop).await,
+            None => serve_on(listener, shared, stop).await,
         };
         ticking.abort();
         result
@@ -247,6 +265,30 @@ fn serve(
         tracing::error!("the job manager's server failed: {e}");
     }
     runtime.shutdown_timeout(Duration::from_secs(1));
+}
+
+/// Serves the API on `listener` until `stop`, then for a bounded grace.
+async fn serve_on<L>(listener: L, shared: Arc<Shared>, stop: tokio::sync::oneshot::Receiver<()>) -> std::io::Result<()>
+where
+    L: axum::serve::Listener,
+    L::Addr: std::fmt::Debug,
+{
+    let app = server::router(shared.clone());
+    let signal_shared = shared.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        let _ = stop.await;
+        signal_shared.mutate(|c, _| c.shutting_down = true);
+    });
+    tokio::select! {
+        r = async move { server.await } => r,
+        () = async {
+            // Bounded grace once shutdown began.
+            while !shared.inspect(|c| c.shutting_down) {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => Ok(()),
+    }
 }
 
 /// A job manager serving on its own thread.
@@ -299,10 +341,11 @@ impl Drop for RunningJobManager {
 /// Runs a job manager until Ctrl-C or SIGTERM.
 pub fn run(args: &JobManagerArgs) -> Result<()> {
     let config = args.config()?;
-    if !config.bind.ip().is_loopback() {
+    if !config.bind.ip().is_loopback() && config.tls.is_none() {
         eprintln!(
             "warning: --bind {} is reachable from the network; anyone who can reach it and \
-             knows the token can run code on the task managers, and the token travels unencrypted",
+             knows the token can run code on the task managers, and the token travels \
+             unencrypted (give --tls-cert and --tls-key)",
             config.bind
         );
     }

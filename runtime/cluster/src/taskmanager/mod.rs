@@ -19,8 +19,8 @@ use std::time::{Duration, Instant};
 use crate::client::{check_sha256, Client, ClusterArgs};
 use crate::error::{ClusterError, Result};
 use crate::protocol::{
-    Heartbeat, RegisterRequest, RegisterResponse, TmCommand, WorkerSpec, WorkerState, JOB_MANAGER_ENV, TOKEN_ENV,
-    WORKER_SPEC_ENV,
+    Heartbeat, RegisterRequest, RegisterResponse, TmCommand, WorkerSpec, WorkerState, CA_CERT_ENV, JOB_MANAGER_ENV,
+    TOKEN_ENV, WORKER_SPEC_ENV,
 };
 
 pub use process::{Launch, WorkerProcess};
@@ -359,6 +359,11 @@ impl Deployer {
         ];
         if let Some(token) = self.client.token() {
             env.push((TOKEN_ENV.to_owned(), token.to_owned()));
+        }
+        if let Some(ca) = self.client.ca_cert() {
+            // Absolute: workers run in a directory of their own.
+            let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.to_path_buf());
+            env.push((CA_CERT_ENV.to_owned(), ca.to_string_lossy().into_owned()));
         }
         let mut args = vec!["worker".to_owned()];
         args.extend(spec.args.iter().cloned());
