@@ -92,14 +92,7 @@ fn sigkilled_fraud_job_commits_each_alert_exactly_once() {
             alert.event_ids
         );
     }
-    assert!(
-        got == expected,
-        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
-        expected.len(),
-        got.len(),
-        expected.difference(&got).take(3).collect::<Vec<_>>(),
-        got.difference(&expected).take(3).collect::<Vec<_>>()
-    );
+    crate::common::assert_same_alerts(&expected, &got);
     let dead = committed(&broker, "payments-dlq");
     assert_eq!(
         dead.len() as u64,

@@ -231,12 +231,5 @@ pub fn assert_alerts_exact(broker: &floe_dsl::kafka::testing::TestBroker, paymen
         }
         (got.len() >= expected.len()).then_some(got)
     });
-    assert!(
-        got == expected,
-        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
-        expected.len(),
-        got.len(),
-        expected.difference(&got).take(3).collect::<Vec<_>>(),
-        got.difference(&expected).take(3).collect::<Vec<_>>()
-    );
+    crate::common::assert_same_alerts(&expected, &got);
 }

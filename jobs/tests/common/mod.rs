@@ -27,6 +27,19 @@ pub fn attack_profile(seed: u64) -> PaymentProfile {
     }
 }
 
+/// Fails, showing a few of the differences, unless the committed alerts (each alert's event
+/// ids) are exactly the expected ones.
+pub fn assert_same_alerts(expected: &BTreeSet<Vec<u64>>, got: &BTreeSet<Vec<u64>>) {
+    assert!(
+        got == expected,
+        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
+        expected.len(),
+        got.len(),
+        expected.difference(got).take(3).collect::<Vec<_>>(),
+        got.difference(expected).take(3).collect::<Vec<_>>()
+    );
+}
+
 /// Sends `payload` keyed by `key` to topic `events`, waiting while the queue is full.
 pub fn send(producer: &BaseProducer, key: &str, payload: &[u8]) {
     let mut record = BaseRecord::to("events").key(key).payload(payload);
