@@ -21,9 +21,7 @@ use std::io::{self, BufWriter, IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use floe_cluster::cli::{
-    self, JobArgs, ListArgs, RescaleArgs, ResumeArgs, SavepointArgs, SubmitArgs, TaskManagersArgs,
-};
+use floe_cluster::cli::{self, JobArgs, ListArgs, RescaleArgs, ResumeArgs, SavepointArgs, SubmitArgs};
 use floe_cluster::taskmanager::{self, TaskManagerArgs};
 use floe_dsl::tail::{self, TailArgs};
 
@@ -63,7 +61,7 @@ enum Command {
     /// Change a running job's parallelism (stop with a savepoint, then resume).
     Rescale(RescaleArgs),
     /// List the task managers and their slots.
-    Taskmanagers(TaskManagersArgs),
+    Taskmanagers(ListArgs),
 }
 
 impl Command {

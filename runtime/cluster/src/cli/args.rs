@@ -48,20 +48,10 @@ pub struct SubmitArgs {
     pub args: Vec<String>,
 }
 
-/// `floe list`: the jobs.
+/// A listing of the cluster: `floe list` (the jobs) and `floe taskmanagers` (the task
+/// managers and their slots).
 #[derive(Clone, Debug, clap::Args)]
 pub struct ListArgs {
-    #[command(flatten)]
-    #[allow(missing_docs)]
-    pub cluster: ClusterArgs,
-    /// Print the API answer as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// `floe taskmanagers`: the task managers and their slots.
-#[derive(Clone, Debug, clap::Args)]
-pub struct TaskManagersArgs {
     #[command(flatten)]
     #[allow(missing_docs)]
     pub cluster: ClusterArgs,

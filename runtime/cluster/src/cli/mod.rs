@@ -20,7 +20,6 @@ use crate::protocol::{RescaleRequest, ResumeRequest, SavepointRequest, SubmitReq
 pub use crate::client::ClusterArgs;
 pub use args::{
     parse_parallelism, parse_restart, JobArgs, ListArgs, RescaleArgs, ResumeArgs, SavepointArgs, SubmitArgs,
-    TaskManagersArgs,
 };
 
 /// `floe submit`: uploads the binary, submits the job and prints its id.
@@ -141,7 +140,7 @@ pub fn run_rescale(args: &RescaleArgs, out: &mut dyn Write) -> Result<()> {
 }
 
 /// `floe taskmanagers`: the task managers and their slots.
-pub fn run_taskmanagers(args: &TaskManagersArgs, out: &mut dyn Write) -> Result<()> {
+pub fn run_taskmanagers(args: &ListArgs, out: &mut dyn Write) -> Result<()> {
     let tms = args.cluster.client()?.taskmanagers()?;
     if args.json {
         return write_json(out, &tms);
