@@ -86,8 +86,8 @@ impl Env {
     /// assert!(Env::from_options(&bad).is_err());
     /// ```
     pub fn from_options(options: &EnvOptions) -> Result<Env> {
-        let config = crate::job::apply_mode(options.resolve()?);
-        let metrics = match config.metrics_addr {
+        let mut env = Env::with_config(options.resolve()?);
+        let metrics = match env.config().metrics_addr {
             None => None,
             Some(addr) => {
                 let server = floe_runtime::metrics::server::MetricsServer::start(
@@ -99,7 +99,6 @@ impl Env {
                 Some(Rc::new(server))
             }
         };
-        let mut env = Env::with_config(config);
         env.metrics = metrics;
         Ok(env)
     }
@@ -409,11 +408,8 @@ impl Env {
             }
             crate::job::Mode::Worker(spec) => {
                 let worker = floe_cluster::worker::Worker::join((**spec).clone())?;
-                let graph = self.b.borrow().build(name).map_err(DslError::Build)?;
-                let mut config = self.execution_config();
-                config.placement = Some(worker.placement());
-                let described = serde_json::to_value(floe_runtime::describe::describe(&graph, &config)).ok();
-                let handle = floe_runtime::spawn(&graph, &config)?;
+                let described = serde_json::to_value(self.graph(name)?).ok();
+                let handle = self.execute_placed(name, worker.placement())?;
                 return Ok(worker.run(handle, described)?);
             }
         }

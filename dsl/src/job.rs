@@ -25,8 +25,11 @@
 use std::ffi::OsString;
 use std::sync::OnceLock;
 
-use floe_cluster::client::Client;
-use floe_cluster::protocol::{RestartStrategy, SubmitRequest, WorkerSpec, CA_CERT_ENV, JOB_MANAGER_ENV, TOKEN_ENV};
+use floe_cluster::client::{Client, DEFAULT_JOB_MANAGER};
+use floe_cluster::protocol::{SubmitRequest, WorkerSpec, CA_CERT_ENV, JOB_MANAGER_ENV, TOKEN_ENV};
+
+/// Parses `--restart` (the same forms as `floe submit`).
+pub use floe_cluster::cli::parse_restart;
 
 /// How this process runs the job.
 #[derive(Clone, Debug)]
@@ -100,7 +103,7 @@ fn fail(message: &str) -> ! {
 /// Parses `submit`'s own flags (up to `--` or the first argument that is not one of them),
 /// uploads this binary and submits it with the rest as the job's arguments.
 fn submit(program: &OsString, args: &[OsString]) -> Result<String, String> {
-    let mut url = std::env::var(JOB_MANAGER_ENV).unwrap_or_else(|_| "http://127.0.0.1:8081".into());
+    let mut url = std::env::var(JOB_MANAGER_ENV).unwrap_or_else(|_| DEFAULT_JOB_MANAGER.into());
     let mut token = std::env::var(TOKEN_ENV).ok();
     let mut ca_cert = std::env::var_os(CA_CERT_ENV).map(std::path::PathBuf::from);
     let mut request = SubmitRequest {
@@ -170,31 +173,6 @@ fn submit(program: &OsString, args: &[OsString]) -> Result<String, String> {
     Ok(job.id)
 }
 
-/// `none`, `fixed:<attempts>:<delay ms>` or `exponential:<attempts>:<initial ms>:<max ms>`.
-pub fn parse_restart(s: &str) -> Result<RestartStrategy, String> {
-    let parts: Vec<&str> = s.split(':').collect();
-    let num = |p: &str| p.parse::<u64>().ok();
-    let bad = || {
-        format!(
-            "--restart `{s}`: use none, fixed:<attempts>:<delay ms> or exponential:<attempts>:<initial ms>:<max ms>"
-        )
-    };
-    match parts.as_slice() {
-        ["none"] => Ok(RestartStrategy::None),
-        ["fixed", a, d] => Ok(RestartStrategy::FixedDelay {
-            attempts: num(a).and_then(|a| u32::try_from(a).ok()).ok_or_else(bad)?,
-            delay_ms: num(d).ok_or_else(bad)?,
-        }),
-        ["exponential", a, i, m] => Ok(RestartStrategy::ExponentialBackoff {
-            attempts: num(a).and_then(|a| u32::try_from(a).ok()).ok_or_else(bad)?,
-            initial_ms: num(i).ok_or_else(bad)?,
-            max_ms: num(m).ok_or_else(bad)?,
-            multiplier: 2.0,
-        }),
-        _ => Err(bad()),
-    }
-}
-
 /// In worker mode, the job manager's choices replace the job's own: parallelism, checkpoint
 /// directory and interval, the savepoint to start from; signals do not take savepoints.
 pub(crate) fn apply_mode(mut config: crate::JobConfig) -> crate::JobConfig {
@@ -214,6 +192,7 @@ pub(crate) fn apply_mode(mut config: crate::JobConfig) -> crate::JobConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use floe_cluster::protocol::RestartStrategy;
 
     #[test]
     fn restart_strategies_parse_and_bad_ones_say_the_forms() {

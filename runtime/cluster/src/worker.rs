@@ -110,11 +110,6 @@ impl Worker {
         self.placement.clone()
     }
 
-    /// The spec it runs.
-    pub fn spec(&self) -> &WorkerSpec {
-        &self.spec
-    }
-
     /// Reports the running job to the job manager until it ends, and how it ended.
     pub fn run(self, handle: JobHandle, graph: Option<serde_json::Value>) -> Result<JobResult> {
         let (attempt, worker) = (self.spec.attempt, self.spec.worker);
