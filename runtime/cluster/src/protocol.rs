@@ -154,6 +154,21 @@ pub enum JobState {
 }
 
 impl JobState {
+    /// Its name, as in JSON (`running`, `restarting`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Scheduled => "scheduled",
+            JobState::Deploying => "deploying",
+            JobState::Running => "running",
+            JobState::Restarting => "restarting",
+            JobState::Stopping => "stopping",
+            JobState::Finished => "finished",
+            JobState::Cancelled => "cancelled",
+            JobState::Stopped => "stopped",
+            JobState::Failed => "failed",
+        }
+    }
+
     /// Whether the job will not run again by itself.
     pub fn is_terminal(self) -> bool {
         matches!(
@@ -544,4 +559,19 @@ pub enum WorkerCommand {
     },
     /// Take a checkpoint now.
     Checkpoint,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::JobState;
+
+    #[test]
+    fn state_names_are_the_json_names() {
+        use JobState::*;
+        for state in [
+            Scheduled, Deploying, Running, Restarting, Stopping, Finished, Cancelled, Stopped, Failed,
+        ] {
+            assert_eq!(serde_json::to_value(state).unwrap(), state.as_str());
+        }
+    }
 }

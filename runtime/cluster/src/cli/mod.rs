@@ -67,7 +67,7 @@ pub fn run_cancel(args: &JobArgs, out: &mut dyn Write) -> Result<()> {
     if args.json {
         return write_json(out, &job);
     }
-    writeln!(out, "job {} is {}", job.id, status::state_name(job.state)).map_err(output_error)
+    writeln!(out, "job {} is {}", job.id, job.state.as_str()).map_err(output_error)
 }
 
 /// `floe savepoint <job>`: waits until the savepoint is written.
@@ -114,7 +114,7 @@ pub fn run_resume(args: &ResumeArgs, out: &mut dyn Write) -> Result<()> {
         out,
         "job {} is {} (parallelism {})",
         job.id,
-        status::state_name(job.state),
+        job.state.as_str(),
         job.parallelism
     )
     .map_err(output_error)
@@ -133,7 +133,7 @@ pub fn run_rescale(args: &RescaleArgs, out: &mut dyn Write) -> Result<()> {
         out,
         "job {} is {} at parallelism {}",
         job.id,
-        status::state_name(job.state),
+        job.state.as_str(),
         job.parallelism
     )
     .map_err(output_error)

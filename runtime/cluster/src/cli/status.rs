@@ -2,18 +2,10 @@
 
 use std::io::{self, Write};
 
-use crate::protocol::{JobDetail, JobState, JobSummary, TaskManagerInfo};
+use crate::protocol::{JobDetail, JobSummary, TaskManagerInfo};
 
 use super::args::describe_restart;
 use super::format::{age, bytes, or_dash, rate, span, Table};
-
-/// A job state as the API spells it (`running`, `restarting`, ...).
-pub fn state_name(state: JobState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{state:?}").to_lowercase())
-}
 
 /// The jobs as a table, newest last.
 pub fn write_jobs(out: &mut dyn Write, jobs: &[JobSummary], now: i64) -> io::Result<()> {
@@ -33,7 +25,7 @@ pub fn write_jobs(out: &mut dyn Write, jobs: &[JobSummary], now: i64) -> io::Res
         table.row(vec![
             job.id.clone(),
             job.name.clone(),
-            state_name(job.state),
+            job.state.as_str().to_owned(),
             job.parallelism.to_string(),
             job.restarts.to_string(),
             or_dash(job.last_checkpoint),
@@ -69,7 +61,7 @@ pub fn write_job(out: &mut dyn Write, job: &JobDetail, now: i64) -> io::Result<(
     let mut field = |name: &str, value: String| fields.row(vec![name.to_owned(), value]);
     field("job", s.id.clone());
     field("name", s.name.clone());
-    field("state", state_name(s.state));
+    field("state", s.state.as_str().to_owned());
     field("parallelism", s.parallelism.to_string());
     field("restarts", s.restarts.to_string());
     field("submitted", age(s.submitted_at, now));
@@ -100,7 +92,7 @@ pub fn write_job(out: &mut dyn Write, job: &JobDetail, now: i64) -> io::Result<(
     let mut history = Table::new(&["  STATE", "WHEN", "REASON"]);
     for change in &job.history {
         history.row(vec![
-            format!("  {}", state_name(change.state)),
+            format!("  {}", change.state.as_str()),
             age(change.at, now),
             one_line(change.reason.as_deref().unwrap_or_default()),
         ]);
@@ -178,7 +170,7 @@ fn write_or_none(out: &mut dyn Write, table: &Table, none: &str) -> io::Result<(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{CheckpointInfo, ExceptionInfo, OperatorMetrics, RestartStrategy, StatusChange};
+    use crate::protocol::{CheckpointInfo, ExceptionInfo, JobState, OperatorMetrics, RestartStrategy, StatusChange};
 
     fn detail() -> JobDetail {
         JobDetail {

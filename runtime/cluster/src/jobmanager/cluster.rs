@@ -286,7 +286,7 @@ impl Cluster {
         if job.state.is_terminal() {
             return Err(Refusal::Conflict(format!(
                 "job {id} is {} already: only a job that is not done can be cancelled",
-                state_name(job.state)
+                job.state.as_str()
             )));
         }
         if let Some(attempt) = job.attempt {
@@ -310,7 +310,7 @@ impl Cluster {
             (state, _) => {
                 return Err(Refusal::Conflict(format!(
                     "job {id} is {}: a savepoint can only be taken while it is running",
-                    state_name(state)
+                    state.as_str()
                 )))
             }
         };
@@ -386,13 +386,13 @@ impl Cluster {
             (state @ (JobState::Failed | JobState::Cancelled), None) => {
                 return Err(Refusal::Conflict(format!(
                     "job {id} is {}: give the savepoint to resume it from",
-                    state_name(state)
+                    state.as_str()
                 )))
             }
             (state, _) => {
                 return Err(Refusal::Conflict(format!(
                     "job {id} is {}: only a stopped, failed or cancelled job can be resumed",
-                    state_name(state)
+                    state.as_str()
                 )))
             }
         };
@@ -704,14 +704,6 @@ impl Cluster {
         }
         self.schedule(now);
     }
-}
-
-/// The state as the API spells it.
-pub(crate) fn state_name(state: JobState) -> String {
-    serde_json::to_value(state)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{state:?}"))
 }
 
 fn unknown(id: &str) -> Refusal {

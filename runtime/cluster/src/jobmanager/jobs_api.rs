@@ -16,7 +16,7 @@ use crate::protocol::{
 };
 
 use super::api::{ApiFailure, ApiJson, ApiPath, ApiResult};
-use super::cluster::{state_name, Cluster};
+use super::cluster::Cluster;
 use super::shared::Shared;
 use super::token::random_hex;
 
@@ -155,7 +155,7 @@ pub(crate) async fn rescale(
     if state != JobState::Running {
         return Err(ApiFailure::new(
             StatusCode::CONFLICT,
-            format!("job {id} is {}: only a running job can be rescaled", state_name(state)),
+            format!("job {id} is {}: only a running job can be rescaled", state.as_str()),
         ));
     }
     let request = shared.mutate(|c, now| c.savepoint(&id, None, true, now))?;

@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 
 use crate::protocol::{JobState, OperatorMetrics};
 
-use super::cluster::{state_name, Cluster};
+use super::cluster::Cluster;
 
 /// Merges the operator figures of several workers by node: sums of records and rates, the
 /// highest backpressure, the lowest watermark.
@@ -51,7 +51,7 @@ pub(crate) fn render(cluster: &Cluster) -> String {
     let jobs = out.family("floe_jobs", "gauge", "Jobs by state.");
     for state in STATES {
         let n = cluster.jobs.values().filter(|j| j.state == state).count();
-        jobs.push(format!("floe_jobs{{state=\"{}\"}} {n}", state_name(state)));
+        jobs.push(format!("floe_jobs{{state=\"{}\"}} {n}", state.as_str()));
     }
     let tms = out.family("floe_taskmanagers", "gauge", "Registered task managers.");
     tms.push(format!("floe_taskmanagers {}", cluster.tms.len()));
