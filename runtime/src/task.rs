@@ -13,8 +13,8 @@ use crate::error::{Result, RuntimeError};
 use crate::metrics::BackPressure;
 use crate::operator::{OperatorContext, Output, SourceFunction, SourceStatus};
 
-/// Control messages from the job to tasks.
-#[derive(Debug)]
+/// Control messages from the job to tasks (also sent from worker 0 to the other workers).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Control {
     /// Sources: record positions and emit this barrier.
     Barrier(CheckpointBarrier),

@@ -392,8 +392,8 @@ pub struct WorkerStatus {
 /// `POST /api/v1/taskmanagers/{tm}/heartbeat`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
-    /// Its workers (exited ones are reported until the job manager acknowledges them by
-    /// no longer listing them in `keep`).
+    /// Its workers (exited ones are reported until the job manager answers
+    /// [`TmCommand::Forget`]).
     pub workers: Vec<WorkerStatus>,
     /// How long the job manager may hold the answer waiting for a command (ms).
     #[serde(default)]

@@ -20,6 +20,7 @@ use super::pressure::BackPressure;
 use super::{Counter, Kind, Registry};
 use crate::element::{Timestamp, MAX_WATERMARK, MIN_WATERMARK};
 use crate::operator::TaskInfo;
+use crate::time::{Clock, SystemClock};
 
 /// One operator subtask's figures, as [`operators`] lists them.
 #[derive(Clone, Debug, PartialEq)]
@@ -218,19 +219,12 @@ pub fn register(info: &TaskInfo, pressure: Arc<BackPressure>, source: bool) -> S
         &labels,
         Arc::new(move || {
             let wm = s.watermark().filter(|w| *w != MAX_WATERMARK)?;
-            Some(wall_clock_ms().saturating_sub(wm) as f64)
+            Some(SystemClock.now().saturating_sub(wm) as f64)
         }),
     );
     let id = IDS.fetch_add(1, Ordering::Relaxed);
     live().insert(id, shared.clone());
     SubtaskHandle { shared, id, source }
-}
-
-fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// The figures of every operator subtask running in this process now, by job, node and

@@ -16,7 +16,6 @@ use serde::{Deserialize, Serialize};
 
 use super::codec::{read_value, write_value};
 use super::io::CancellableStream;
-use crate::element::CheckpointBarrier;
 use crate::error::{Result, RuntimeError};
 use crate::task::{Control, Report};
 
@@ -53,38 +52,8 @@ pub(crate) enum ToWorker {
     Restore(Option<RestoreFrom>),
     Control {
         task: usize,
-        control: WireControl,
+        control: Control,
     },
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-pub(crate) enum WireControl {
-    Barrier(CheckpointBarrier),
-    Stop,
-    CheckpointComplete(u64),
-    Terminate,
-}
-
-impl From<Control> for WireControl {
-    fn from(c: Control) -> Self {
-        match c {
-            Control::Barrier(b) => WireControl::Barrier(b),
-            Control::Stop => WireControl::Stop,
-            Control::CheckpointComplete(id) => WireControl::CheckpointComplete(id),
-            Control::Terminate => WireControl::Terminate,
-        }
-    }
-}
-
-impl From<WireControl> for Control {
-    fn from(c: WireControl) -> Self {
-        match c {
-            WireControl::Barrier(b) => Control::Barrier(b),
-            WireControl::Stop => Control::Stop,
-            WireControl::CheckpointComplete(id) => Control::CheckpointComplete(id),
-            WireControl::Terminate => Control::Terminate,
-        }
-    }
 }
 
 /// From another worker to worker 0.
@@ -156,10 +125,7 @@ pub(crate) fn serve_worker(
                 loop {
                     match controls.recv_timeout(Duration::from_millis(200)) {
                         Ok((task, control)) => {
-                            let m = ToWorker::Control {
-                                task,
-                                control: control.into(),
-                            };
+                            let m = ToWorker::Control { task, control };
                             write_value(&mut w, &m).map_err(lost)?;
                             if controls.is_empty() {
                                 w.flush().map_err(lost)?;
@@ -285,7 +251,6 @@ pub(crate) fn follow_leader(
             loop {
                 match read_value::<ToWorker>(&mut r, &mut buf) {
                     Ok(Some(ToWorker::Control { task, control })) => {
-                        let control: Control = control.into();
                         if matches!(control, Control::Terminate) {
                             // Only a stop with savepoint terminates tasks.
                             stopped.store(true, Ordering::SeqCst);
