@@ -175,7 +175,6 @@ impl Cluster {
             restarts: 0,
             restarts_since_resume: 0,
             resumed_from: req.savepoint,
-            checkpoint_since_resume: false,
             checkpoints_completed: 0,
             checkpoints_failed: 0,
             next_savepoint: 1,
@@ -406,7 +405,6 @@ impl Cluster {
             job.parallelism = p;
         }
         job.resumed_from = Some(from.clone());
-        job.checkpoint_since_resume = false;
         job.restarts_since_resume = 0;
         job.restart_at = None;
         job.set_state(

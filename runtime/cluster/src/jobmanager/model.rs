@@ -66,12 +66,10 @@ pub(crate) struct JobRecord {
     /// Restarts counted against the strategy (reset by a resume).
     #[serde(default)]
     pub restarts_since_resume: u32,
-    /// The savepoint it was submitted or resumed from.
+    /// The savepoint it was submitted or resumed from, until a checkpoint completes: what a
+    /// new attempt restores from (`None`: the newest checkpoint, if any).
     #[serde(default)]
     pub resumed_from: Option<String>,
-    /// Whether a checkpoint completed since it was started or resumed.
-    #[serde(default)]
-    pub checkpoint_since_resume: bool,
     /// Checkpoints completed, over the job's life.
     #[serde(default)]
     pub checkpoints_completed: u64,
@@ -84,6 +82,15 @@ pub(crate) struct JobRecord {
     /// When a restart is due (ms since the epoch), while `Restarting`.
     #[serde(default)]
     pub restart_at: Option<i64>,
+}
+
+/// Appends `item`, dropping the oldest beyond `max`.
+fn push_capped<T>(v: &mut Vec<T>, item: T, max: usize) {
+    v.push(item);
+    if v.len() > max {
+        let excess = v.len() - max;
+        v.drain(..excess);
+    }
 }
 
 impl JobRecord {
@@ -120,43 +127,28 @@ impl JobRecord {
     /// Moves to `state`, recording why.
     pub fn set_state(&mut self, state: JobState, reason: Option<String>, now: i64) {
         self.state = state;
-        self.history.push(StatusChange { state, at: now, reason });
-        if self.history.len() > MAX_HISTORY {
-            let excess = self.history.len() - MAX_HISTORY;
-            self.history.drain(..excess);
-        }
+        push_capped(&mut self.history, StatusChange { state, at: now, reason }, MAX_HISTORY);
     }
 
     /// Records a failed attempt.
     pub fn push_exception(&mut self, attempt: u64, message: String, now: i64) {
-        self.exceptions.push(ExceptionInfo {
+        let exception = ExceptionInfo {
             at: now,
             attempt,
             message,
-        });
-        if self.exceptions.len() > MAX_EXCEPTIONS {
-            let excess = self.exceptions.len() - MAX_EXCEPTIONS;
-            self.exceptions.drain(..excess);
-        }
+        };
+        push_capped(&mut self.exceptions, exception, MAX_EXCEPTIONS);
     }
 
     /// Records a checkpoint (completed or failed).
     pub fn push_checkpoint(&mut self, info: CheckpointInfo) {
-        self.checkpoints.push(info);
-        if self.checkpoints.len() > MAX_CHECKPOINTS {
-            let excess = self.checkpoints.len() - MAX_CHECKPOINTS;
-            self.checkpoints.drain(..excess);
-        }
+        push_capped(&mut self.checkpoints, info, MAX_CHECKPOINTS);
     }
 
     /// What a new attempt restores from: the savepoint the job was started or resumed from
     /// while no checkpoint has completed since, else the newest checkpoint (`None`).
     pub fn restore_from(&self) -> Option<String> {
-        if self.checkpoint_since_resume {
-            None
-        } else {
-            self.resumed_from.clone()
-        }
+        self.resumed_from.clone()
     }
 }
 

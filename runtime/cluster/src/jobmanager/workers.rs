@@ -348,7 +348,7 @@ impl Cluster {
                         job.checkpoints_completed += 1;
                         if !is_savepoint {
                             job.last_checkpoint = Some(id);
-                            job.checkpoint_since_resume = true;
+                            job.resumed_from = None;
                         }
                     }
                     self.mark(&job_id);
