@@ -21,50 +21,25 @@ impl Cluster {
         };
         tm.last_heartbeat = now;
         for status in &hb.workers {
+            // `None`: a worker this job manager does not run here (an older job manager's,
+            // or one already dealt with). Else whether its attempt is over, and whether its
+            // exit is news.
             let live = self
                 .attempts
                 .get(&status.attempt)
                 .and_then(|a| a.workers.get(status.worker).map(|w| (a, w)))
                 .filter(|(_, w)| w.tm == tm_id)
                 .map(|(a, w)| (a.over || w.released, w.exited.is_none()));
-            let Some((dead, not_seen_exiting)) = live else {
-                // A worker this job manager does not run here (an older job manager's, or
-                // one already dealt with): kill it, or forget its exit.
-                let command = match status.state {
-                    WorkerState::Running => TmCommand::Kill {
-                        attempt: status.attempt,
-                        worker: status.worker,
-                    },
-                    WorkerState::Exited { .. } => TmCommand::Forget {
-                        attempt: status.attempt,
-                        worker: status.worker,
-                    },
-                };
-                self.push_tm_command(tm_id, command);
-                continue;
-            };
+            let (attempt, worker) = (status.attempt, status.worker);
             match &status.state {
-                WorkerState::Running => {
-                    if dead {
-                        self.push_tm_command(
-                            tm_id,
-                            TmCommand::Kill {
-                                attempt: status.attempt,
-                                worker: status.worker,
-                            },
-                        );
-                    }
+                WorkerState::Running if live.is_none_or(|(dead, _)| dead) => {
+                    self.push_tm_command(tm_id, TmCommand::Kill { attempt, worker });
                 }
+                WorkerState::Running => {}
                 WorkerState::Exited { code, stderr } => {
-                    self.push_tm_command(
-                        tm_id,
-                        TmCommand::Forget {
-                            attempt: status.attempt,
-                            worker: status.worker,
-                        },
-                    );
-                    if not_seen_exiting {
-                        self.worker_exited(status.attempt, status.worker, *code, stderr, now);
+                    self.push_tm_command(tm_id, TmCommand::Forget { attempt, worker });
+                    if live.is_some_and(|(_, news)| news) {
+                        self.worker_exited(attempt, worker, *code, stderr, now);
                     }
                 }
             }
