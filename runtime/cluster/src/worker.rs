@@ -11,7 +11,6 @@
 use std::collections::HashMap;
 use std::io::Read;
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -23,6 +22,7 @@ use crate::protocol::{
     OperatorMetrics, WorkerCommand, WorkerEvent, WorkerHello, WorkerSpec, CA_CERT_ENV, JOB_MANAGER_ENV, TOKEN_ENV,
     WORKER_SPEC_ENV,
 };
+use crate::taskmanager::Shutdown;
 use crate::{ClusterError, Result};
 
 /// The job manager this worker reports to, from the environment its task manager set.
@@ -121,7 +121,7 @@ impl Worker {
                 graph: if worker == 0 { graph } else { None },
             }],
         )?;
-        let done = Arc::new(AtomicBool::new(false));
+        let done = Shutdown::new();
         let reporter = {
             let (jm, control, done) = (self.jm.clone(), control.clone(), done.clone());
             std::thread::Builder::new()
@@ -137,7 +137,7 @@ impl Worker {
                 .map_err(|e| ClusterError::io("spawning the command thread", e))?;
         }
         let result = handle.join();
-        done.store(true, Ordering::SeqCst);
+        done.trigger();
         let _ = reporter.join();
         let end = match &result {
             Ok(_) => WorkerEvent::Finished { worker },
@@ -212,7 +212,7 @@ fn checkpoint_events(control: &JobControl) -> Vec<WorkerEvent> {
         .collect()
 }
 
-fn report_loop(jm: &Client, attempt: u64, worker: usize, control: &JobControl, done: &AtomicBool) {
+fn report_loop(jm: &Client, attempt: u64, worker: usize, control: &JobControl, done: &Shutdown) {
     let mut rates = Rates::default();
     loop {
         let mut events = checkpoint_events(control);
@@ -224,23 +224,19 @@ fn report_loop(jm: &Client, attempt: u64, worker: usize, control: &JobControl, d
         if let Err(e) = jm.post_events(attempt, &events) {
             warn!(error = %e, "could not report to the job manager");
         }
-        let until = Instant::now() + Duration::from_secs(1);
-        while Instant::now() < until {
-            if done.load(Ordering::SeqCst) {
-                // One last report of what completed (a final checkpoint, a savepoint).
-                let last = checkpoint_events(control);
-                if !last.is_empty() {
-                    let _ = jm.post_events(attempt, &last);
-                }
-                return;
+        if done.wait(Duration::from_secs(1)) {
+            // One last report of what completed (a final checkpoint, a savepoint).
+            let last = checkpoint_events(control);
+            if !last.is_empty() {
+                let _ = jm.post_events(attempt, &last);
             }
-            std::thread::sleep(Duration::from_millis(50));
+            return;
         }
     }
 }
 
-fn command_loop(jm: &Client, attempt: u64, control: &JobControl, done: &AtomicBool) {
-    while !done.load(Ordering::SeqCst) {
+fn command_loop(jm: &Client, attempt: u64, control: &JobControl, done: &Shutdown) {
+    while !done.is_triggered() {
         let commands = match jm.commands(attempt, Duration::from_secs(1)) {
             Ok(c) => c,
             Err(e) => {
