@@ -377,6 +377,7 @@ impl Env {
             restore_from: c.from_savepoint,
             state_backend: c.state_backend,
             placement: None,
+            max_frame_bytes: c.max_frame_bytes,
         }
     }
 

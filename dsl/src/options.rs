@@ -74,6 +74,10 @@ pub struct EnvOptions {
     /// Resume from the savepoint in this directory (at any parallelism)
     #[arg(long, env = "FLOE_FROM_SAVEPOINT")]
     pub from_savepoint: Option<PathBuf>,
+    /// Largest encoded batch, in MB, that workers of a cluster send each other; a larger
+    /// one fails the job, saying so [default: 64]
+    #[arg(long, env = "FLOE_MAX_FRAME_MB")]
+    pub max_frame_mb: Option<usize>,
     /// Serve the process's metrics for Prometheus at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464; keep it on loopback unless a firewall guards it)
     #[arg(long, env = "FLOE_METRICS_ADDR")]
@@ -102,6 +106,7 @@ struct FileOptions {
     state_dir: Option<PathBuf>,
     state_cache_entries: Option<usize>,
     state_block_cache_mb: Option<usize>,
+    max_frame_mb: Option<usize>,
     metrics_addr: Option<String>,
 }
 
@@ -140,6 +145,8 @@ pub struct JobConfig {
     pub state_backend: floe_checkpoints::StateBackendKind,
     /// Where the metrics endpoint listens (`--metrics-addr`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Largest encoded batch, in bytes, between workers of a cluster.
+    pub max_frame_bytes: usize,
 }
 
 impl Default for JobConfig {
@@ -162,6 +169,7 @@ impl Default for JobConfig {
                 floe_checkpoints::StateBackendKind::Memory
             },
             metrics_addr: None,
+            max_frame_bytes: floe_runtime::DEFAULT_MAX_FRAME,
         }
     }
 }
@@ -245,6 +253,10 @@ impl EnvOptions {
                     ))
                 })?),
             },
+            max_frame_bytes: self
+                .max_frame_mb
+                .or(file.max_frame_mb)
+                .map_or(d.max_frame_bytes, |mb| mb.saturating_mul(1 << 20)),
         };
         c.validate()?;
         Ok(c)
@@ -285,6 +297,12 @@ impl JobConfig {
         }
         if self.channel_capacity == 0 {
             return Err(DslError::Config("--channel-capacity must be at least 1".into()));
+        }
+        if !(1 << 20..u32::MAX as usize).contains(&self.max_frame_bytes) {
+            return Err(DslError::Config(format!(
+                "--max-frame-mb must be from 1 to 4095 (a frame's length is 32 bits), not {} MB",
+                self.max_frame_bytes >> 20
+            )));
         }
         Ok(())
     }
@@ -337,6 +355,19 @@ mod tests {
         };
         let e = o.resolve().unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("paralelism"), "{e}");
+        for mb in [0, 4096] {
+            let o = EnvOptions {
+                max_frame_mb: Some(mb),
+                ..Default::default()
+            };
+            let e = o.resolve().unwrap_err().to_string();
+            assert!(e.contains("--max-frame-mb must be from 1 to 4095"), "{e}");
+        }
+        let o = EnvOptions {
+            max_frame_mb: Some(256),
+            ..Default::default()
+        };
+        assert_eq!(o.resolve().unwrap().max_frame_bytes, 256 << 20);
         let o = EnvOptions {
             config: Some(dir.path().join("missing.toml")),
             ..Default::default()

@@ -464,6 +464,9 @@ pub struct WorkerSpec {
     pub restore_from: Option<String>,
     /// The host to listen on for data from other workers.
     pub host: String,
+    /// The secret every connection between the attempt's workers proves (its own for each
+    /// attempt; never shown by `Debug`).
+    pub secret: floe_runtime::AttemptSecret,
 }
 
 /// `POST /api/v1/attempts/{attempt}/workers/{worker}`: a worker is listening.
