@@ -59,7 +59,7 @@ pub struct EnvOptions {
     /// Where keyed state lives: rocksdb or memory [default: rocksdb, if built in]
     #[arg(long, env = "FLOE_STATE_BACKEND", value_parser = ["memory", "rocksdb"])]
     pub state_backend: Option<String>,
-    /// Working directory of the RocksDB backend [default: <temp dir>/floe-state]
+    /// Working directory of the RocksDB backend, made private to the user (0700) [default: <temp dir>/floe-state-<uid>]
     #[arg(long, env = "FLOE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Entries per state and subtask the RocksDB backend caches on the heap [default: 1000000]
@@ -173,7 +173,7 @@ fn rocksdb(
     block_cache_mb: Option<usize>,
 ) -> floe_checkpoints::StateBackendKind {
     floe_checkpoints::StateBackendKind::RocksDb {
-        dir: dir.unwrap_or_else(|| std::env::temp_dir().join("floe-state")),
+        dir: dir.unwrap_or_else(floe_runtime::default_state_dir),
         cache_entries: cache_entries.unwrap_or(1_000_000),
         block_cache_bytes: block_cache_mb.unwrap_or(64).saturating_mul(1 << 20),
     }

@@ -324,6 +324,18 @@ fn new_attempt_id() -> u64 {
     (nanos & !0xffff_ffff) | (pid << 16) | (RUNS.fetch_add(1, Ordering::Relaxed) & 0xffff)
 }
 
+/// The run id of cluster attempt `attempt`, the same on every worker of it: the attempt
+/// (unique per job manager) under a hash of the job's checkpoint directory (unique per job,
+/// it holds the job's id), so runs of other jobs writing to the same place differ too.
+fn spread_attempt_id(attempt: u64, checkpoints: Option<&std::path::Path>) -> u64 {
+    let job = floe_checkpoints::key_group_hash(
+        checkpoints
+            .map(|p| p.as_os_str().as_encoded_bytes())
+            .unwrap_or_default(),
+    );
+    (job & !0xffff_ffff) | (attempt & 0xffff_ffff)
+}
+
 /// Runs `graph` to completion.
 pub fn execute(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobResult> {
     spawn(graph, config)?.join()
@@ -545,7 +557,13 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     let mut local_controls: HashMap<usize, Sender<Control>> = HashMap::new();
     let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut source_tasks: Vec<usize> = Vec::new();
-    let attempt = new_attempt_id();
+    // Every worker of a spread attempt must name the run alike: sinks name and clean up
+    // their files by it (a subtask must never take another worker's files for those of a
+    // failed run).
+    let attempt = match &placement {
+        Some(p) => spread_attempt_id(p.attempt, config.checkpoints.as_ref().map(|c| c.dir.as_path())),
+        None => new_attempt_id(),
+    };
     let state_dir = match &config.state_backend {
         StateBackendKind::RocksDb { dir, .. } => Some(AttemptDir::claim(dir, &graph.name, attempt)?),
         StateBackendKind::Memory => None,

@@ -584,6 +584,8 @@ impl Cluster {
                 checkpoint_interval_ms: job.checkpoint_interval_ms,
                 restore_from: restore_from.clone(),
                 host: host.clone(),
+                // The HTTP layer derives it (the state machine holds no secrets).
+                token: Default::default(),
             };
             if let Some(tm) = self.tms.get_mut(tm_id) {
                 tm.commands.push(TmCommand::Deploy { spec });
