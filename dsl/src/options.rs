@@ -327,6 +327,22 @@ mod tests {
     }
 
     #[test]
+    fn restore_permissions_are_off_unless_a_flag_or_the_file_turns_them_on() {
+        let c = EnvOptions::default().resolve().unwrap();
+        assert!(!c.allow_fresh_start && !c.allow_non_restored_state);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("floe.toml");
+        std::fs::write(&path, "allow_fresh_start = true\n").unwrap();
+        let o = EnvOptions {
+            allow_non_restored_state: true,
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = o.resolve().unwrap();
+        assert!(c.allow_fresh_start && c.allow_non_restored_state);
+    }
+
+    #[test]
     fn bad_values_say_what_to_change() {
         let o = EnvOptions {
             parallelism: Some(0),
