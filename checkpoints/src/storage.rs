@@ -18,6 +18,7 @@
 use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
@@ -378,12 +379,54 @@ impl CheckpointStorage {
         Ok(path)
     }
 
+    /// Checks `entries` (see [`Self::verified_shared`]) on as many threads as there are
+    /// cores, since reading and summing them is most of a restore; returns where each is
+    /// read, by name, or the error of the first bad one in `entries`' order.
+    fn verify_shared<'a>(&self, entries: &'a [SharedFile]) -> Result<HashMap<String, (PathBuf, &'a SharedFile)>> {
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .clamp(1, entries.len().max(1));
+        let next = AtomicUsize::new(0);
+        let mut results: Vec<(usize, Result<PathBuf>)> = std::thread::scope(|scope| {
+            let workers: Vec<_> = (0..threads)
+                .map(|_| {
+                    scope.spawn(|| {
+                        let mut done = Vec::new();
+                        loop {
+                            let i = next.fetch_add(1, Ordering::Relaxed);
+                            let Some(entry) = entries.get(i) else { break };
+                            done.push((i, self.verified_shared(entry)));
+                        }
+                        done
+                    })
+                })
+                .collect();
+            workers
+                .into_iter()
+                .map(|w| {
+                    w.join()
+                        .map_err(|_| StateError::Storage("a thread verifying shared files panicked".into()))
+                })
+                .collect::<Result<Vec<_>>>()
+        })?
+        .into_iter()
+        .flatten()
+        .collect();
+        results.sort_by_key(|(i, _)| *i);
+        let mut paths = HashMap::with_capacity(entries.len());
+        for (i, result) in results {
+            paths.insert(entries[i].name.clone(), (result?, &entries[i]));
+        }
+        Ok(paths)
+    }
+
     /// Reads checkpoint `id` and checks every file it references, shared files included,
     /// against the sizes and checksums in its manifest.
     pub fn load(&self, id: u64) -> Result<RestoredCheckpoint> {
         let dir = chk(id);
         let manifest = self.read_manifest(id)?;
         let mut snapshots = HashMap::new();
+        let mut shared: HashMap<String, SharedFile> = HashMap::new();
         for f in &manifest.files {
             let rel = format!("{dir}/{}", f.file);
             let bytes = self.objects.get(&rel)?;
@@ -420,10 +463,22 @@ impl CheckpointStorage {
                         sst.shared_name, sst.bytes, entry.bytes
                     )));
                 }
-                sst.path = self.verified_shared(entry)?;
-                sst.checksum = entry.checksum;
+                shared.insert(entry.name.clone(), entry.clone());
             }
             snapshots.insert((f.node, f.subtask), snapshot);
+        }
+        let mut shared: Vec<SharedFile> = shared.into_values().collect();
+        shared.sort_by(|a, b| a.name.cmp(&b.name));
+        let paths = self.verify_shared(&shared)?;
+        for sst in snapshots
+            .values_mut()
+            .flat_map(|s| s.native.iter_mut())
+            .flat_map(|n| n.sst.iter_mut())
+        {
+            if let Some((path, entry)) = paths.get(&sst.shared_name) {
+                sst.path.clone_from(path);
+                sst.checksum = entry.checksum;
+            }
         }
         Ok(RestoredCheckpoint {
             location: self.location().to_string(),
