@@ -114,6 +114,14 @@ fn corrupt(what: String) -> StateError {
     StateError::Storage(what)
 }
 
+/// Why a checkpoint cannot be restored, without the "checkpoint storage" prefix.
+fn what_is_wrong(e: StateError) -> String {
+    match e {
+        StateError::Storage(what) => what,
+        other => other.to_string(),
+    }
+}
+
 impl CheckpointStorage {
     /// Storage at `location` (a directory, created if missing, or a URL), keeping the newest
     /// `retain` checkpoints.
@@ -534,7 +542,7 @@ impl CheckpointStorage {
                     r.skipped = skipped;
                     return Ok(Some(r));
                 }
-                Err(e) => skipped.push((id, e.to_string())),
+                Err(e) => skipped.push((id, what_is_wrong(e))),
             }
         }
         if skipped.is_empty() && record.is_none() {
@@ -569,7 +577,7 @@ impl CheckpointStorage {
                     Ok(r) => Ok(Some(r)),
                     Err(e) => Err(StateError::Unrestorable {
                         location: self.location().to_string(),
-                        problems: vec![format!("checkpoint {id}: {e}")],
+                        problems: vec![format!("checkpoint {id}: {}", what_is_wrong(e))],
                     }),
                 };
             }
