@@ -21,7 +21,7 @@ fn version_1() -> u32 {
 /// An operator as a checkpoint records it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct OperatorIdentity {
-    /// Its stable id: set by the user, or derived from its name and position in the graph.
+    /// Its stable id: set by the user, or derived from its position in the graph.
     /// State is matched to operators by it on restore.
     pub uid: String,
     /// Its name (for messages).
@@ -30,24 +30,27 @@ pub struct OperatorIdentity {
 
 impl OperatorIdentity {
     /// The identity of the operator named `name` at `position` in its graph: `uid` if one
-    /// was set, else one derived from the name and position (a hash of both, as hex), so
-    /// that renaming or moving an operator without a uid loses the way to its state.
+    /// was set, else one derived from the position alone (a hash of it, as hex), as Flink
+    /// derives operator ids from the topology. Names are left out: they are for people and
+    /// often carry paths or topics that change between runs (a job resumed into another
+    /// output directory is the same job). Moving an operator without a uid (an operator
+    /// added before it) loses the way to its state: set uids on stateful operators of jobs
+    /// that will change.
     ///
     /// ```
     /// use floe_checkpoints::OperatorIdentity;
     /// let set = OperatorIdentity::new(Some("dedup"), "filter", 3);
-    /// assert_eq!(set.uid, "dedup");
-    /// let derived = OperatorIdentity::new(None, "filter", 3);
-    /// assert_eq!(derived, OperatorIdentity::new(None, "filter", 3));
-    /// assert_ne!(derived.uid, OperatorIdentity::new(None, "filter", 4).uid);
-    /// assert_ne!(derived.uid, OperatorIdentity::new(None, "map", 3).uid);
+    /// assert_eq!((set.uid.as_str(), set.name.as_str()), ("dedup", "filter"));
+    /// let derived = OperatorIdentity::new(None, "write: out/", 3);
+    /// assert_eq!(derived.uid, OperatorIdentity::new(None, "write: elsewhere/", 3).uid);
+    /// assert_ne!(derived.uid, OperatorIdentity::new(None, "write: out/", 4).uid);
     /// ```
     pub fn new(uid: Option<&str>, name: &str, position: usize) -> Self {
         let uid = match uid {
             Some(uid) => uid.to_string(),
             None => format!(
                 "{:016x}",
-                crate::checksum::of_bytes(format!("{position}\0{name}").as_bytes())
+                crate::checksum::of_bytes(format!("operator at position {position}").as_bytes())
             ),
         };
         OperatorIdentity {

@@ -475,8 +475,8 @@ impl<T: Data> Stream<T> {
     /// Gives the operator that produces this stream a stable id (Flink's `uid`):
     /// checkpoints and savepoints find its state by it, so a job changed around it (an
     /// operator added before it, say) still restores its state. Without one the id is
-    /// derived from the operator's name and position in the graph, and changes with either.
-    /// Uids must be unique within a job.
+    /// derived from the operator's position in the graph (not its name, which may carry a
+    /// path), and changes when the operator moves. Uids must be unique within a job.
     ///
     /// ```
     /// use floe_dsl::prelude::*;

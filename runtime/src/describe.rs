@@ -16,7 +16,7 @@ pub struct NodeDescription {
     pub id: usize,
     /// Its name.
     pub name: String,
-    /// Its stable id in checkpoints (set with `uid`, or derived from name and position).
+    /// Its stable id in checkpoints (set with `uid`, or derived from its position).
     pub uid: String,
     /// `source` or `operator`.
     pub kind: &'static str,

@@ -44,7 +44,7 @@ pub struct Node {
     pub chainable: bool,
     /// Its stable id, if the user set one (Flink's `uid`): checkpoints and savepoints find
     /// the operator's state by it wherever the operator is in the graph. Without, an id is
-    /// derived from its name and position ([`JobGraph::operator_identities`]).
+    /// derived from its position ([`JobGraph::operator_identities`]).
     pub uid: Option<String>,
 }
 
