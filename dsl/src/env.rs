@@ -376,6 +376,8 @@ impl Env {
                 }
             }),
             restore_from: c.from_savepoint,
+            allow_fresh_start: c.allow_fresh_start,
+            allow_non_restored_state: c.allow_non_restored_state,
             state_backend: c.state_backend,
             placement: None,
         }

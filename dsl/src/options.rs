@@ -74,6 +74,14 @@ pub struct EnvOptions {
     /// Resume from the savepoint in this directory (at any parallelism)
     #[arg(long, env = "FLOE_FROM_SAVEPOINT")]
     pub from_savepoint: Option<PathBuf>,
+    /// Start from scratch, with a warning, when --checkpoint-dir holds checkpoints none of
+    /// which can be restored (all corrupt or gone); without it the job fails
+    #[arg(long, env = "FLOE_ALLOW_FRESH_START")]
+    pub allow_fresh_start: bool,
+    /// Restore a checkpoint or savepoint that holds state of operators this job no longer
+    /// has, dropping that state; without it such a restore is refused
+    #[arg(long, env = "FLOE_ALLOW_NON_RESTORED_STATE")]
+    pub allow_non_restored_state: bool,
     /// Serve the process's metrics for Prometheus at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464; keep it on loopback unless a firewall guards it)
     #[arg(long, env = "FLOE_METRICS_ADDR")]
@@ -98,6 +106,8 @@ struct FileOptions {
     checkpoint_retain: Option<usize>,
     savepoint_dir: Option<PathBuf>,
     from_savepoint: Option<PathBuf>,
+    allow_fresh_start: Option<bool>,
+    allow_non_restored_state: Option<bool>,
     state_backend: Option<String>,
     state_dir: Option<PathBuf>,
     state_cache_entries: Option<usize>,
@@ -136,6 +146,10 @@ pub struct JobConfig {
     pub savepoint_dir: Option<PathBuf>,
     /// The savepoint to resume from.
     pub from_savepoint: Option<PathBuf>,
+    /// Whether the job starts from scratch when checkpoints exist but none can be restored.
+    pub allow_fresh_start: bool,
+    /// Whether state of operators the job no longer has is dropped on restore (else refused).
+    pub allow_non_restored_state: bool,
     /// Where keyed state lives.
     pub state_backend: floe_checkpoints::StateBackendKind,
     /// Where the metrics endpoint listens (`--metrics-addr`), if anywhere.
@@ -156,6 +170,8 @@ impl Default for JobConfig {
             checkpoint_retain: 3,
             savepoint_dir: None,
             from_savepoint: None,
+            allow_fresh_start: false,
+            allow_non_restored_state: false,
             state_backend: if cfg!(feature = "rocksdb") {
                 rocksdb(None, None, None)
             } else {
@@ -223,6 +239,8 @@ impl EnvOptions {
                 .unwrap_or(d.checkpoint_retain),
             savepoint_dir: self.savepoint_dir.clone().or(file.savepoint_dir),
             from_savepoint: self.from_savepoint.clone().or(file.from_savepoint),
+            allow_fresh_start: self.allow_fresh_start || file.allow_fresh_start.unwrap_or(false),
+            allow_non_restored_state: self.allow_non_restored_state || file.allow_non_restored_state.unwrap_or(false),
             state_backend: match self.state_backend.clone().or(file.state_backend).as_deref() {
                 None if !cfg!(feature = "rocksdb") => floe_checkpoints::StateBackendKind::Memory,
                 Some("memory") => floe_checkpoints::StateBackendKind::Memory,
@@ -306,6 +324,22 @@ mod tests {
         };
         let c = o.resolve().unwrap();
         assert_eq!((c.parallelism, c.batch_size, c.channel_capacity), (2, 10, 8));
+    }
+
+    #[test]
+    fn restore_permissions_are_off_unless_a_flag_or_the_file_turns_them_on() {
+        let c = EnvOptions::default().resolve().unwrap();
+        assert!(!c.allow_fresh_start && !c.allow_non_restored_state);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("floe.toml");
+        std::fs::write(&path, "allow_fresh_start = true\n").unwrap();
+        let o = EnvOptions {
+            allow_non_restored_state: true,
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = o.resolve().unwrap();
+        assert!(c.allow_fresh_start && c.allow_non_restored_state);
     }
 
     #[test]
