@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
-use super::batches::{Batch, BatchRecord, ControlType};
+use super::batches::{Batch, BatchRecord, Compression, ControlType};
 use super::raw_fetch::RawConnection;
 use crate::kafka::KafkaConfig;
 
@@ -125,6 +125,8 @@ pub struct CommittedRead {
     /// Markers that closed no transaction of theirs in that partition (a transaction that
     /// wrote nothing there, or one whose records were already closed).
     pub stray_markers: usize,
+    /// Data batches that were compressed (decompressed to read them).
+    pub compressed_batches: usize,
 }
 
 /// An open transaction of one producer in one partition.
@@ -189,6 +191,9 @@ pub fn resolve_partition(partition: i32, batches: Vec<Batch>, read: &mut Committ
                 None => read.stray_markers += 1,
             }
             continue;
+        }
+        if batch.compression != Compression::None {
+            read.compressed_batches += 1;
         }
         let records = batch.records.into_iter().filter(|r| !is_end_marker(r));
         if !batch.transactional {

@@ -1,7 +1,6 @@
 //! Which records a partition's log commits, on logs written out here batch by batch.
 
 use super::*;
-use crate::kafka::testing::batches::Compression;
 
 fn record(offset: i64, value: &str) -> BatchRecord {
     BatchRecord {
