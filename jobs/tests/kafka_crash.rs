@@ -32,7 +32,10 @@ fn job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {
         .args(["--checkpoint-interval-ms", "200", "--state-cache-entries", "16"])
         .arg("--checkpoint-dir")
         .arg(chk)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null());
     if bounded {
         c.arg("--bounded");

@@ -558,3 +558,55 @@ fn the_broker_applies_a_transactions_offset_commit_only_when_it_commits() {
     let read = broker.read_committed("marked").unwrap();
     assert_eq!((read.records.len(), read.aborted), (1, 2));
 }
+
+/// An epoch whose records are committed but whose commit marker is missing (what tansu
+/// leaves when the committing process is killed during the commit) is not committed again
+/// after a restore: the sink finds its stamps in the topic's committed log.
+#[test]
+fn an_epoch_committed_without_its_marker_is_found_in_the_log_and_not_committed_again() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("lost", 2).unwrap();
+    let sink = eos_sink(broker.config(), "lost", "eos-lost");
+    let mut h = open(&sink, info(0, 1, 0xe7), None);
+    h.process(strings(0..30, "m")).unwrap();
+    let snap = h.snapshot(1).unwrap();
+    drop(h);
+    // Epoch 1 committed as the sink writes it (same transactional id and stamps), but
+    // without the offset commit that marks it.
+    let timeout = Duration::from_secs(30);
+    let p: BaseProducer = broker
+        .config()
+        .client_config(&[("transactional.id", "eos-lost-0")])
+        .create()
+        .unwrap();
+    p.init_transactions(timeout).unwrap();
+    p.begin_transaction().unwrap();
+    for (seq, value) in values(0..30, "m").enumerate() {
+        let seq = seq.to_string();
+        let stamp = [
+            (eos_headers::TXN, "eos-lost-0"),
+            (eos_headers::SUBTASK, "0"),
+            (eos_headers::ATTEMPT, "e7"),
+            (eos_headers::EPOCH, "1"),
+            (eos_headers::SEQ, seq.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        p.send(BaseRecord::to("lost").key(&value).payload(&value).headers(stamp))
+            .unwrap();
+    }
+    p.flush(timeout).unwrap();
+    p.commit_transaction(timeout).unwrap();
+    drop(p);
+
+    let restored = eos_sink(broker.config(), "lost", "eos-lost");
+    let metrics = restored.metrics();
+    drop(open(&restored, info(0, 1, 0xe8), Some(snap)));
+    assert_eq!((metrics.epochs_recovered(), metrics.epochs_already_committed()), (0, 1));
+    exactly_once(&broker, "lost", values(0..30, "m"));
+}

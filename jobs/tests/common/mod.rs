@@ -84,7 +84,26 @@ pub fn assert_exactly_once<I: Ord + Clone + Debug>(
     let read = broker.read_committed(topic).unwrap();
     println!("{topic}: {}", describe(&read));
     if let Err(v) = check_exactly_once(topic, expected, &read.records, explain) {
-        panic!("{v}\n(read: {})", describe(&read));
+        // The sink's own bookkeeping of a few doubled inputs' copies, to tell how they came.
+        let mut copies = String::new();
+        for m in v.doubled.iter().take(3) {
+            for at in &m.found {
+                let r = read.records.iter().find(|r| r.position() == *at);
+                let stamp: Vec<String> = r
+                    .map(|r| {
+                        r.headers
+                            .iter()
+                            .filter(|(n, _)| n.starts_with("floe."))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v.as_deref().unwrap_or_default())))
+                    .collect();
+                copies.push_str(&format!("\n  {:?} at {at}: {}", m.input, stamp.join(" ")));
+            }
+        }
+        panic!("{v}\n(read: {}){copies}", describe(&read));
     }
     read.records
 }

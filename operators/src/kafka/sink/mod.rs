@@ -99,10 +99,12 @@
 
 mod builder;
 mod dead_letters;
+mod log_check;
 mod producer;
 mod serialize;
 mod transactional;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -360,6 +362,7 @@ impl<T> KafkaSink<T> {
         let marker = MarkerConsumer::new(&spec.config, marker_group(&item.prefix, item.origin, item.attempt))?;
         let use_own =
             spec.delivery != Delivery::ExactlyOnce || self.run.as_ref().is_some_and(|r| r.transactional_id == txn_id);
+        let partitions = self.run.as_ref().and_then(|r| r.partitions);
         let mut other = if use_own {
             None
         } else {
@@ -371,6 +374,8 @@ impl<T> KafkaSink<T> {
         };
         // Read after fencing: no transaction of the old subtask can still move the marker.
         let committed = marker.read(&spec.topic)?;
+        // The epochs found committed in the output topic, read once if a marker is missing.
+        let mut in_log: Option<Option<BTreeSet<u64>>> = None;
         for epoch in &item.epochs {
             if already_committed(committed, item.attempt, epoch.epoch) {
                 info!(
@@ -381,10 +386,26 @@ impl<T> KafkaSink<T> {
                 spec.metrics.counters.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if let (Delivery::ExactlyOnce, Some(n)) = (spec.delivery, partitions) {
+                let found = in_log.get_or_insert_with(|| {
+                    log_check::committed_epochs(&spec.config, &spec.topic, n, &txn_id, item.origin, item.attempt)
+                });
+                if found.as_ref().is_some_and(|f| f.contains(&epoch.epoch)) {
+                    warn!(
+                        origin = item.origin,
+                        epoch = epoch.epoch,
+                        marker = ?committed,
+                        "pending epoch is committed in the topic although its commit marker is missing: not committed again"
+                    );
+                    spec.metrics.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             info!(
                 origin = item.origin,
                 epoch = epoch.epoch,
                 records = epoch.records.len(),
+                marker = ?committed,
                 "committing a restored pending epoch"
             );
             if spec.delivery == Delivery::ExactlyOnce {

@@ -296,7 +296,28 @@ pub fn read_committed(
             .any(|(n, v)| n == END_MARKER_HEADER && v.as_deref() == Some(id.as_bytes()))
     };
     for p in partitions {
-        let batches = conn.read_partition(topic, p, &is_end, deadline)?;
+        let batches = conn.read_partition(topic, p, Some(&is_end), deadline)?;
+        resolve_partition(p, batches, &mut read);
+    }
+    Ok(read)
+}
+
+/// Partitions `0..partitions` of `topic` as a `read_committed` consumer would see them (see
+/// the [module docs](self)), fetched raw from the broker at `raw` up to the first fetch of
+/// each partition that returns nothing: without writing end markers, so a reader may use it
+/// on a topic it must not write to (the exactly-once sink does, to find epochs committed
+/// before a crash). Records appended while it reads may or may not be seen.
+pub fn read_committed_to_end(
+    raw: SocketAddr,
+    topic: &str,
+    partitions: i32,
+    timeout: Duration,
+) -> io::Result<CommittedRead> {
+    let deadline = Instant::now() + timeout;
+    let mut conn = RawConnection::connect(raw)?;
+    let mut read = CommittedRead::default();
+    for p in 0..partitions {
+        let batches = conn.read_partition(topic, p, None, deadline)?;
         resolve_partition(p, batches, &mut read);
     }
     Ok(read)

@@ -29,7 +29,8 @@ use super::KafkaConfig;
 
 pub use batches::{decode_batches, Batch, BatchError, BatchRecord, Compression, ControlType, Decoded, MAX_BATCH_BYTES};
 pub use committed::{
-    read_committed, resolve_partition, CommittedRead, CommittedRecord, Position, Unresolved, END_MARKER_HEADER,
+    read_committed, read_committed_to_end, resolve_partition, CommittedRead, CommittedRecord, Position, Unresolved,
+    END_MARKER_HEADER,
 };
 pub use ledger::{check_exactly_once, describe, Ledger, LedgerViolations, Miscount, Unreadable};
 

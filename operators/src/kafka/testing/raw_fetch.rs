@@ -169,14 +169,15 @@ impl RawConnection {
     }
 
     /// The batches of `topic`'s `partition` from offset 0 up to and including the batch
-    /// holding the first record for which `is_end` is true (a batch that starts before an
-    /// offset already read is cut to the records not read yet, so each offset appears once).
-    /// Fails if that record is not found by `deadline`.
+    /// holding the first record for which `is_end` is true, or, without `is_end`, up to the
+    /// first fetch that returns nothing (a batch that starts before an offset already read is
+    /// cut to the records not read yet, so each offset appears once). Fails if the end is not
+    /// reached by `deadline`.
     pub(crate) fn read_partition(
         &mut self,
         topic: &str,
         partition: i32,
-        is_end: &dyn Fn(&super::batches::BatchRecord) -> bool,
+        is_end: Option<&dyn Fn(&super::batches::BatchRecord) -> bool>,
         deadline: Instant,
     ) -> io::Result<Vec<Batch>> {
         let mut next = 0i64;
@@ -192,6 +193,9 @@ impl RawConnection {
             let bytes = self.fetch(topic, partition, next, max_bytes)?;
             let decoded = decode_batches(&bytes)
                 .map_err(|e| protocol_error(&format!("{topic}/{partition} from offset {next}"), e))?;
+            if is_end.is_none() && decoded.batches.is_empty() && decoded.partial == 0 {
+                return Ok(out);
+            }
             if decoded.batches.is_empty() && decoded.partial > 0 {
                 // One batch larger than the room given: give more.
                 if max_bytes >= MAX_PARTITION_BYTES {
@@ -210,7 +214,7 @@ impl RawConnection {
                 }
                 batch.records.retain(|r| r.offset >= next);
                 next = after;
-                let end = batch.records.iter().position(|r| is_end(r));
+                let end = is_end.and_then(|is_end| batch.records.iter().position(|r| is_end(r)));
                 if let Some(at) = end {
                     batch.records.truncate(at + 1);
                     out.push(batch);
