@@ -424,8 +424,8 @@ pub struct Heartbeat {
 pub enum TmCommand {
     /// Start a worker process.
     Deploy {
-        /// What it runs.
-        spec: WorkerSpec,
+        /// What it runs (boxed: the other commands are two numbers).
+        spec: Box<WorkerSpec>,
     },
     /// Kill (SIGKILL) the worker of `attempt` and forget it.
     Kill {

@@ -44,7 +44,7 @@ pub mod headers {
 /// read back from its [`headers`]. These are the sink's own bookkeeping: they say where to
 /// look, but checking exactly-once by them is circular (a transaction committed twice
 /// carries the same stamps twice). Floe's tests check the committed log instead
-/// (`floe_operators::kafka::testing::read_committed` and its ledger).
+/// (`floe_operators::kafka::log::read_committed`, and the tests' ledger).
 ///
 /// ```
 /// use floe_operators::kafka::sink::EosStamp;

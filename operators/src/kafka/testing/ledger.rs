@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug, Write as _};
 
-use super::committed::{CommittedRecord, Position};
+use crate::kafka::log::{CommittedRead, CommittedRecord, Position};
 
 /// How many of each kind of violation a message lists.
 const SHOWN: usize = 20;
@@ -260,7 +260,7 @@ pub fn check_exactly_once<I: Ord + Clone + Debug>(
 }
 
 /// A short description of a read, for messages: its counts of what was left out.
-pub fn describe(read: &super::committed::CommittedRead) -> String {
+pub fn describe(read: &CommittedRead) -> String {
     let mut s = format!(
         "{} committed records, {} commit and {} abort markers, {} aborted records left out",
         read.records.len(),

@@ -588,7 +588,7 @@ impl Cluster {
                 token: Default::default(),
             };
             if let Some(tm) = self.tms.get_mut(tm_id) {
-                tm.commands.push(TmCommand::Deploy { spec });
+                tm.commands.push(TmCommand::Deploy { spec: Box::new(spec) });
             }
             workers.push(AttemptWorker {
                 tm: tm_id.clone(),
