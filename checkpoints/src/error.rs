@@ -24,6 +24,25 @@ pub enum StateError {
     /// Checkpoint storage failed or holds something unreadable.
     #[error("checkpoint storage: {0}")]
     Storage(String),
+    /// Checkpoints were completed in a directory, but none of those left can be restored
+    /// (every one is corrupt or missing).
+    #[error("checkpoints were taken in {location}, but none can be restored: {}", .problems.join("; "))]
+    Unrestorable {
+        /// The checkpoint directory.
+        location: String,
+        /// What is wrong, per checkpoint (`checkpoint 7: ...`).
+        problems: Vec<String>,
+    },
+    /// A checkpoint or savepoint does not belong to the job restoring it.
+    #[error("checkpoint {checkpoint} in {location} does not belong to this job: {}", .differences.join("; "))]
+    ForeignCheckpoint {
+        /// Where it is.
+        location: String,
+        /// Its id.
+        checkpoint: u64,
+        /// Every difference found.
+        differences: Vec<String>,
+    },
     /// A handle was used with a backend that did not create it.
     #[error("state handle #{0} does not belong to this backend")]
     UnknownHandle(usize),

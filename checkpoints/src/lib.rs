@@ -6,8 +6,11 @@
 //! the bytes (in memory now, RocksDB later) is chosen by configuration, not by operator code.
 
 mod backend;
+mod checksum;
 mod error;
+mod identity;
 mod key_group;
+mod manifest;
 mod map_table;
 mod memory;
 mod objects;
@@ -22,13 +25,15 @@ mod storage;
 
 pub use backend::{KeyedStateBackend, StateBackendKind};
 pub use error::{Result, StateError};
+pub use identity::{assign_state, StateAssignment};
 pub use key_group::{
     assign_key_group, key_group_hash, subtask_for_key_group, KeyGroup, KeyGroupRange, DEFAULT_MAX_PARALLELISM,
 };
+pub use manifest::{Manifest, OperatorIdentity, SharedFile, StateFile, MANIFEST_VERSION};
 pub use rocks::TimerColumn;
 pub use snapshot::{decode, encode, StateSnapshot};
 pub use state::{
     AggregateFunction, AggregatingState, ListState, MapState, ReduceFn, ReducingState, StateData, StateKey, StateTtl,
     ValueState, VoidNamespace,
 };
-pub use storage::{CheckpointStorage, Manifest, RestoredCheckpoint, StateFile};
+pub use storage::{CheckpointStorage, RestoredCheckpoint};

@@ -127,8 +127,9 @@ pub(crate) struct DbDir {
     /// Unique among the databases that write to one checkpoint storage: prefixes the shared
     /// names of the SST files this database writes.
     id: String,
-    /// SST files that came from a restored checkpoint: local name → shared name.
-    restored: HashMap<String, String>,
+    /// SST files that came from a restored checkpoint: local name → shared name and the
+    /// checksum verified on restore.
+    restored: HashMap<String, (String, Option<u64>)>,
     next_local: u64,
 }
 
@@ -168,7 +169,7 @@ impl DbDir {
         self.restored = native
             .sst
             .iter()
-            .map(|f| (f.local_name.clone(), f.shared_name.clone()))
+            .map(|f| (f.local_name.clone(), (f.shared_name.clone(), f.checksum)))
             .collect();
         Ok(())
     }
@@ -214,16 +215,17 @@ impl DbDir {
             let path = e.path();
             if name.ends_with(".sst") {
                 let bytes = e.metadata().map_err(io(format!("reading {}", path.display())))?.len();
-                let shared_name = self
+                let (shared_name, checksum) = self
                     .restored
                     .get(&name)
                     .cloned()
-                    .unwrap_or_else(|| format!("{}-{name}", self.id));
+                    .unwrap_or_else(|| (format!("{}-{name}", self.id), None));
                 native.sst.push(SstFile {
                     local_name: name,
                     shared_name,
                     bytes,
                     path,
+                    checksum,
                 });
             } else {
                 let bytes = fs::read(&path).map_err(io(format!("reading {}", path.display())))?;

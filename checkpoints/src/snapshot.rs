@@ -60,6 +60,10 @@ pub struct SstFile {
     /// Where the file is now: the local checkpoint before upload, the storage after load.
     #[serde(skip)]
     pub path: std::path::PathBuf,
+    /// Its checksum (xxh3-64), when known without reading it: verified on restore, so the
+    /// database that restored it need not have it read again when it uploads it.
+    #[serde(skip)]
+    pub checksum: Option<u64>,
 }
 
 /// Encodes a value for a snapshot (bincode).

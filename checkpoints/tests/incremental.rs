@@ -44,6 +44,7 @@ fn checkpoint(storage: &CheckpointStorage, b: &mut KeyedStateBackend<u64>, id: u
         is_savepoint: false,
         parallelism: vec![1],
         files: vec![storage.write_state(id, 0, 0, &s).unwrap()],
+        ..Manifest::default()
     };
     storage.complete(&manifest).unwrap();
     manifest

@@ -232,6 +232,7 @@ fn snapshot_restores_at_any_parallelism_by_key_group() {
                 is_savepoint: false,
                 parallelism: vec![2],
                 files,
+                ..Manifest::default()
             })
             .unwrap();
         let snapshots = storage.latest().unwrap().unwrap().node_snapshots(0);

@@ -38,6 +38,7 @@ struct NodeSpec {
     parallelism: usize,
     kind: NodeKind,
     chainable: bool,
+    uid: Option<String>,
 }
 
 /// Nodes and edges added so far, and the mistakes found while adding them.
@@ -80,6 +81,7 @@ impl Builder {
             parallelism,
             kind,
             chainable: true,
+            uid: None,
         });
         self.nodes.len() - 1
     }
@@ -125,6 +127,10 @@ impl Builder {
         self.nodes[node].name = name.to_string();
     }
 
+    pub(crate) fn set_uid(&mut self, node: NodeId, uid: &str) {
+        self.nodes[node].uid = Some(uid.to_string());
+    }
+
     pub(crate) fn disable_chaining(&mut self, node: NodeId) {
         self.nodes[node].chainable = false;
     }
@@ -138,6 +144,7 @@ impl Builder {
         for n in &self.nodes {
             let id = g.add_node(&n.name, n.parallelism, n.kind.clone());
             g.nodes[id].chainable = n.chainable;
+            g.nodes[id].uid.clone_from(&n.uid);
         }
         for e in &self.edges {
             let same = self.nodes[e.from].parallelism == self.nodes[e.to].parallelism;

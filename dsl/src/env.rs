@@ -54,7 +54,8 @@ pub struct Env {
 
 impl Env {
     /// Parses the process arguments (and `FLOE_*` variables, and `--config FILE`) for the
-    /// options every job has; `--help` prints them and exits. Also starts logging
+    /// options every job has, after the built-in command word ([`crate::job::args`]: `run`,
+    /// `graph`, `submit`, `worker`); `--help` prints them and exits. Also starts logging
     /// (`RUST_LOG`, default `info`).
     ///
     /// ```no_run
@@ -67,7 +68,7 @@ impl Env {
     /// }
     /// ```
     pub fn from_args() -> Result<Env> {
-        let args = match EnvOnlyArgs::try_parse() {
+        let args = match EnvOnlyArgs::try_parse_from(crate::job::args()) {
             Ok(a) => a,
             Err(e) if !e.use_stderr() => e.exit(),
             Err(e) => return Err(DslError::Config(e.render().to_string())),
@@ -375,6 +376,8 @@ impl Env {
                 }
             }),
             restore_from: c.from_savepoint,
+            allow_fresh_start: c.allow_fresh_start,
+            allow_non_restored_state: c.allow_non_restored_state,
             state_backend: c.state_backend,
             placement: None,
             max_frame_bytes: c.max_frame_bytes,

@@ -7,7 +7,8 @@
 //!        [--restart none|fixed:<attempts>:<ms>|exponential:<attempts>:<ms>:<max ms>]
 //!        [--checkpoint-interval-ms MS] [--savepoint DIR] [--] <job args>
 //!                                    upload this binary to a job manager and submit it
-//! my-job worker <job args>           run as a worker of a task manager (set up by it)
+//! my-job worker                      run as a worker of a task manager (set up by it; the
+//!                                    job args come with the worker's spec, not the command line)
 //! ```
 //!
 //! A job's `main` passes its arguments through [`args`] before parsing its own:
@@ -72,7 +73,12 @@ pub fn args_from(all: Vec<OsString>) -> Vec<OsString> {
             (Mode::Graph { dot }, if dot { 2 } else { 1 })
         }
         "worker" => match floe_cluster::worker::spec_from_env() {
-            Ok(Some(spec)) => (Mode::Worker(Box::new(spec)), 1),
+            Ok(Some(spec)) => {
+                // Before anything else: whatever the job does next, it must not outlive its
+                // task manager.
+                floe_cluster::worker::watch_parent();
+                (Mode::Worker(Box::new(spec)), 1)
+            }
             Ok(None) => fail("worker mode is for task managers: they set FLOE_WORKER_SPEC (use `run` to run here)"),
             Err(e) => fail(&e.to_string()),
         },
@@ -91,8 +97,14 @@ pub fn args_from(all: Vec<OsString>) -> Vec<OsString> {
         }
         _ => (Mode::Run, 0),
     };
+    // A worker's job arguments come with its spec, not on its command line, which any user
+    // of the machine can read (they may hold secrets, such as `-X sasl.password=...`).
+    let own: Vec<OsString> = match &mode {
+        Mode::Worker(spec) => spec.args.iter().map(OsString::from).collect(),
+        _ => rest.into_iter().skip(skip).collect(),
+    };
     let _ = MODE.set(mode);
-    std::iter::once(program).chain(rest.into_iter().skip(skip)).collect()
+    std::iter::once(program).chain(own).collect()
 }
 
 fn fail(message: &str) -> ! {
@@ -174,7 +186,8 @@ fn submit(program: &OsString, args: &[OsString]) -> Result<String, String> {
 }
 
 /// In worker mode, the job manager's choices replace the job's own: parallelism, checkpoint
-/// directory and interval, the savepoint to start from; signals do not take savepoints.
+/// directory and interval, the savepoint to start from; the task manager's for the local
+/// state directory; signals do not take savepoints.
 pub(crate) fn apply_mode(mut config: crate::JobConfig) -> crate::JobConfig {
     if let Mode::Worker(spec) = mode() {
         config.parallelism = spec.parallelism;
@@ -185,6 +198,13 @@ pub(crate) fn apply_mode(mut config: crate::JobConfig) -> crate::JobConfig {
         config.from_savepoint = spec.restore_from.clone().map(Into::into);
         config.savepoint_dir = None;
         config.metrics_addr = None;
+        // The task manager's private directory for this job's state.
+        if let (Some(dir), floe_checkpoints::StateBackendKind::RocksDb { dir: state_dir, .. }) = (
+            std::env::var_os(floe_cluster::protocol::WORKER_STATE_DIR_ENV),
+            &mut config.state_backend,
+        ) {
+            *state_dir = dir.into();
+        }
     }
     config
 }

@@ -59,7 +59,7 @@ pub struct EnvOptions {
     /// Where keyed state lives: rocksdb or memory [default: rocksdb, if built in]
     #[arg(long, env = "FLOE_STATE_BACKEND", value_parser = ["memory", "rocksdb"])]
     pub state_backend: Option<String>,
-    /// Working directory of the RocksDB backend [default: <temp dir>/floe-state]
+    /// Working directory of the RocksDB backend, made private to the user (0700) [default: <temp dir>/floe-state-<uid>]
     #[arg(long, env = "FLOE_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
     /// Entries per state and subtask the RocksDB backend caches on the heap [default: 1000000]
@@ -78,6 +78,14 @@ pub struct EnvOptions {
     /// one fails the job, saying so [default: 64]
     #[arg(long, env = "FLOE_MAX_FRAME_MB")]
     pub max_frame_mb: Option<usize>,
+    /// Start from scratch, with a warning, when --checkpoint-dir holds checkpoints none of
+    /// which can be restored (all corrupt or gone); without it the job fails
+    #[arg(long, env = "FLOE_ALLOW_FRESH_START")]
+    pub allow_fresh_start: bool,
+    /// Restore a checkpoint or savepoint that holds state of operators this job no longer
+    /// has, dropping that state; without it such a restore is refused
+    #[arg(long, env = "FLOE_ALLOW_NON_RESTORED_STATE")]
+    pub allow_non_restored_state: bool,
     /// Serve the process's metrics for Prometheus at http://ADDR/metrics (e.g.
     /// 127.0.0.1:9464; keep it on loopback unless a firewall guards it)
     #[arg(long, env = "FLOE_METRICS_ADDR")]
@@ -102,6 +110,8 @@ struct FileOptions {
     checkpoint_retain: Option<usize>,
     savepoint_dir: Option<PathBuf>,
     from_savepoint: Option<PathBuf>,
+    allow_fresh_start: Option<bool>,
+    allow_non_restored_state: Option<bool>,
     state_backend: Option<String>,
     state_dir: Option<PathBuf>,
     state_cache_entries: Option<usize>,
@@ -141,6 +151,10 @@ pub struct JobConfig {
     pub savepoint_dir: Option<PathBuf>,
     /// The savepoint to resume from.
     pub from_savepoint: Option<PathBuf>,
+    /// Whether the job starts from scratch when checkpoints exist but none can be restored.
+    pub allow_fresh_start: bool,
+    /// Whether state of operators the job no longer has is dropped on restore (else refused).
+    pub allow_non_restored_state: bool,
     /// Where keyed state lives.
     pub state_backend: floe_checkpoints::StateBackendKind,
     /// Where the metrics endpoint listens (`--metrics-addr`), if anywhere.
@@ -163,6 +177,8 @@ impl Default for JobConfig {
             checkpoint_retain: 3,
             savepoint_dir: None,
             from_savepoint: None,
+            allow_fresh_start: false,
+            allow_non_restored_state: false,
             state_backend: if cfg!(feature = "rocksdb") {
                 rocksdb(None, None, None)
             } else {
@@ -181,7 +197,7 @@ fn rocksdb(
     block_cache_mb: Option<usize>,
 ) -> floe_checkpoints::StateBackendKind {
     floe_checkpoints::StateBackendKind::RocksDb {
-        dir: dir.unwrap_or_else(|| std::env::temp_dir().join("floe-state")),
+        dir: dir.unwrap_or_else(floe_runtime::default_state_dir),
         cache_entries: cache_entries.unwrap_or(1_000_000),
         block_cache_bytes: block_cache_mb.unwrap_or(64).saturating_mul(1 << 20),
     }
@@ -231,6 +247,8 @@ impl EnvOptions {
                 .unwrap_or(d.checkpoint_retain),
             savepoint_dir: self.savepoint_dir.clone().or(file.savepoint_dir),
             from_savepoint: self.from_savepoint.clone().or(file.from_savepoint),
+            allow_fresh_start: self.allow_fresh_start || file.allow_fresh_start.unwrap_or(false),
+            allow_non_restored_state: self.allow_non_restored_state || file.allow_non_restored_state.unwrap_or(false),
             state_backend: match self.state_backend.clone().or(file.state_backend).as_deref() {
                 None if !cfg!(feature = "rocksdb") => floe_checkpoints::StateBackendKind::Memory,
                 Some("memory") => floe_checkpoints::StateBackendKind::Memory,
@@ -324,6 +342,22 @@ mod tests {
         };
         let c = o.resolve().unwrap();
         assert_eq!((c.parallelism, c.batch_size, c.channel_capacity), (2, 10, 8));
+    }
+
+    #[test]
+    fn restore_permissions_are_off_unless_a_flag_or_the_file_turns_them_on() {
+        let c = EnvOptions::default().resolve().unwrap();
+        assert!(!c.allow_fresh_start && !c.allow_non_restored_state);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("floe.toml");
+        std::fs::write(&path, "allow_fresh_start = true\n").unwrap();
+        let o = EnvOptions {
+            allow_non_restored_state: true,
+            config: Some(path),
+            ..Default::default()
+        };
+        let c = o.resolve().unwrap();
+        assert!(c.allow_fresh_start && c.allow_non_restored_state);
     }
 
     #[test]

@@ -1,109 +1,11 @@
 //! Kill -9, savepoints and corrupt checkpoints: a job that is killed, stopped, rescaled or
 //! restored past damaged checkpoints commits exactly what an uninterrupted run commits.
 
-use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn job(out: &Path, chk: &Path, rate: &str) -> Command {
-    job_at(out, chk, rate, 2)
-}
-
-fn job_at(out: &Path, chk: &Path, rate: &str, parallelism: usize) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_counts-per-key"));
-    c.args(["--events", "1000000", "--rate", rate, "--checkpoint-interval-ms", "100"])
-        .arg("--parallelism")
-        .arg(parallelism.to_string())
-        .arg("--output")
-        .arg(out)
-        .arg("--checkpoint-dir")
-        .arg(chk)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null());
-    c
-}
-
-#[derive(serde::Serialize, serde::Deserialize)]
-struct Row {
-    key: u64,
-    window_start: i64,
-    count: u64,
-}
-
-/// The rows of a committed Parquet part file, as the JSON lines the other format writes.
-fn parquet_rows(path: &Path) -> Vec<String> {
-    let file = std::fs::File::open(path).unwrap();
-    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
-        .unwrap_or_else(|e| panic!("{} is not a complete Parquet file: {e}", path.display()))
-        .build()
-        .unwrap();
-    let mut lines = Vec::new();
-    for batch in reader {
-        let rows: Vec<Row> = serde_arrow::from_record_batch(&batch.unwrap()).unwrap();
-        lines.extend(rows.iter().map(|r| serde_json::to_string(r).unwrap()));
-    }
-    lines
-}
-
-/// Every committed line (Parquet rows as JSON lines), sorted; and the names of files not
-/// committed.
-fn committed(dir: &Path) -> (Vec<String>, Vec<String>) {
-    let (mut lines, mut other) = (Vec::new(), Vec::new());
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let name = e.file_name().to_string_lossy().into_owned();
-        if name.ends_with(".jsonl") {
-            lines.extend(std::fs::read_to_string(e.path()).unwrap().lines().map(String::from));
-        } else if name.starts_with("part-") && name.ends_with(".parquet") {
-            lines.extend(parquet_rows(&e.path()));
-        } else {
-            other.push(name);
-        }
-    }
-    lines.sort();
-    (lines, other)
-}
-
-/// The committed output of an uninterrupted run.
-fn reference(dir: &Path) -> Vec<String> {
-    let (out, chk) = (dir.join("reference"), dir.join("chk-reference"));
-    let status = job(&out, &chk, "10000000").status().unwrap();
-    assert!(status.success());
-    let (expected, leftovers) = committed(&out);
-    assert!(expected.len() > 50_000, "{} results", expected.len());
-    assert!(leftovers.is_empty(), "{leftovers:?}");
-    expected
-}
-
-/// The newest complete checkpoint in `chk` (0 if none).
-fn newest_checkpoint(chk: &Path) -> u64 {
-    complete_checkpoints(chk)
-        .iter()
-        .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-fn complete_checkpoints(chk: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(chk)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("_manifest.json").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
-/// Waits (with a deadline) until the job has completed `n` checkpoints.
-fn wait_for_checkpoints(chk: &Path, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while newest_checkpoint(chk) < n {
-        assert!(Instant::now() < deadline, "no checkpoint {n} after 60 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
+mod counts_job;
+use counts_job::{committed, complete_checkpoints, job, job_at, newest_checkpoint, reference, wait_for_checkpoints};
 
 /// Kills the job `kills` times at random moments of a run that would take 10 s
 /// (checkpoints every 100 ms, so some kills land in one), restarts it each time, lets the
@@ -207,6 +109,12 @@ fn stop_with_savepoint_and_resume_at_another_parallelism() {
     }
 }
 
+/// The id of a checkpoint directory `chk-0000000007`.
+fn id_of(checkpoint: &std::path::Path) -> u64 {
+    let name = checkpoint.file_name().unwrap().to_string_lossy();
+    name.strip_prefix("chk-").unwrap().parse().unwrap()
+}
+
 #[test]
 fn corrupt_newest_checkpoints_fall_back_and_stay_exact() {
     let dir = tempfile::tempdir().unwrap();
@@ -218,29 +126,53 @@ fn corrupt_newest_checkpoints_fall_back_and_stay_exact() {
     child.wait().unwrap();
     let mut complete = complete_checkpoints(&chk);
     assert!(complete.len() >= 3, "{complete:?}");
-    // The newest loses its manifest; in the one before, a state file is cut in half.
+    // Two complete checkpoints are damaged: the newest's manifest is cut in half, and in
+    // the one before a bit of a state file flips (same size).
     let newest = complete.pop().unwrap();
-    std::fs::remove_file(newest.join("_manifest.json")).unwrap();
+    let manifest = newest.join("_manifest.json");
+    let len = std::fs::metadata(&manifest).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&manifest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
     let second = complete.pop().unwrap();
     let state = std::fs::read_dir(&second)
         .unwrap()
         .flatten()
         .find(|e| e.file_name().to_string_lossy().ends_with(".state"))
-        .unwrap();
-    let len = std::fs::metadata(state.path()).unwrap().len();
-    std::fs::OpenOptions::new()
-        .write(true)
-        .open(state.path())
         .unwrap()
-        .set_len(len / 2)
-        .unwrap();
+        .path();
+    let mut bytes = std::fs::read(&state).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x20;
+    std::fs::write(&state, bytes).unwrap();
+    let third = id_of(complete.last().unwrap());
 
-    let run = job(&out, &chk, "10000000").stderr(Stdio::piped()).output().unwrap();
-    assert!(run.status.success());
-    let stderr = String::from_utf8_lossy(&run.stderr);
+    let run = job(&out, &chk, "10000000")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&run.stdout),
+        String::from_utf8_lossy(&run.stderr),
+    );
+    assert!(run.status.success(), "{stderr}");
+    for (skipped, why) in [
+        (id_of(&newest), "manifest is invalid"),
+        (id_of(&second), "is corrupt: checksum"),
+    ] {
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(&format!("skipping checkpoint {skipped}, which cannot be restored")))
+            .unwrap_or_else(|| panic!("checkpoint {skipped} not reported skipped: {stderr}"));
+        assert!(line.contains(why), "{line}");
+    }
     assert!(
-        stderr.contains("skipping checkpoint") && stderr.contains("corrupt"),
-        "{stderr}"
+        stdout.contains(&format!("restored from checkpoint Some({third})")),
+        "{stdout}"
     );
     let (got, leftovers) = committed(&out);
     assert!(leftovers.is_empty(), "{leftovers:?}");

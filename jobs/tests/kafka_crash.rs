@@ -4,19 +4,21 @@
 //! record is in the dead-letter topic exactly once, with its origin.
 //!
 //! The test broker (like every Kafka-protocol broker that runs here) does not hide records
-//! of aborted transactions from read-committed consumers, so the check does what such a
-//! consumer would: the sink stamps each record with its subtask, attempt, checkpoint epoch
-//! and position in the epoch, and a record is counted once per stamp.
+//! of aborted transactions from read-committed consumers, so the check reads the raw log
+//! and keeps what a read-committed consumer would see (transactions followed by their
+//! COMMIT marker); each input is then counted by its own content: a count by the key and
+//! seq of its input, a dead letter by the topic, partition and offset it came from.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashMap;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{committed, kill_at_random, send};
+use common::{assert_exactly_once, counted_input, dead_letter_origin, kill_at_random, send, Deliveries};
 use floe_dsl::kafka::testing::TestBroker;
+use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{BaseProducer, Producer};
 
 const KEYS: u64 = 50;
@@ -30,7 +32,10 @@ fn job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {
         .args(["--checkpoint-interval-ms", "200", "--state-cache-entries", "16"])
         .arg("--checkpoint-dir")
         .arg(chk)
-        .env("RUST_LOG", "warn")
+        .env(
+            "RUST_LOG",
+            std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
+        )
         .stdout(Stdio::null());
     if bounded {
         c.arg("--bounded");
@@ -40,20 +45,23 @@ fn job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {
 
 /// Writes the input while the job runs: event `i` is `{"key": "k<i % KEYS>", "seq": <i / KEYS>}`
 /// keyed by its key (so each key's events are in order in one partition), with malformed
-/// records in between (bad JSON, wrong types, empty, binary). Returns the malformed payloads.
-fn produce(brokers: String) -> Vec<Vec<u8>> {
-    let producer: BaseProducer = floe_dsl::kafka::KafkaConfig::new(brokers)
+/// records in between (bad JSON, wrong types, empty, binary). Returns the malformed payloads
+/// by where they landed (partition, offset).
+fn produce(brokers: String) -> Vec<((i32, i64), Vec<u8>)> {
+    let deliveries = Deliveries::default();
+    let config = floe_dsl::kafka::KafkaConfig::new(brokers)
         // One record per batch: the test broker reports wrong end offsets after batches of
         // several records, which the bounded last run relies on.
-        .client_config(&[("batch.num.messages", "1")])
-        .create()
-        .unwrap();
+        .client_config(&[("batch.num.messages", "1")]);
+    let producer = BaseProducer::from_config_and_context(&config, deliveries.clone()).unwrap();
     let mut bad = Vec::new();
+    let mut n = 0;
     let started = Instant::now();
     for i in 0..VALID {
         let key = format!("k{}", i % KEYS);
         let value = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / KEYS);
-        send(&producer, &key, value.as_bytes());
+        send(&producer, n, &key, value.as_bytes());
+        n += 1;
         if i % BAD_EVERY == BAD_EVERY - 1 {
             let payload: Vec<u8> = match (i / BAD_EVERY) % 4 {
                 0 => format!("{{\"key\":\"{key}\",\"seq\":").into_bytes(),
@@ -61,8 +69,9 @@ fn produce(brokers: String) -> Vec<Vec<u8>> {
                 2 => format!("{i}").into_bytes(),
                 _ => vec![0xff, 0xfe, (i % 251) as u8, 0],
             };
-            send(&producer, &key, &payload);
-            bad.push(payload);
+            send(&producer, n, &key, &payload);
+            bad.push((n, payload));
+            n += 1;
         }
         // About 10,000 records a second, so that the kills land while data flows.
         if i % 1_000 == 999 {
@@ -73,7 +82,9 @@ fn produce(brokers: String) -> Vec<Vec<u8>> {
         }
     }
     producer.flush(Duration::from_secs(30)).unwrap();
-    bad
+    let landed = deliveries.0.lock().unwrap();
+    assert_eq!(landed.len(), n, "every record delivered");
+    bad.into_iter().map(|(n, payload)| (landed[&n], payload)).collect()
 }
 
 #[test]
@@ -104,39 +115,24 @@ fn sigkill_kafka_to_kafka_counts_each_input_exactly_once() {
     let status = job(&broker, &chk, true).status().unwrap();
     assert!(status.success(), "the last run failed: {status}");
 
-    // Every input counted exactly once: key k's record with seq s has count s + 1.
-    let mut counted: BTreeMap<String, BTreeSet<(u64, u64)>> = BTreeMap::new();
-    for (_, payload) in committed(&broker, "counts") {
-        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        let (key, seq, count) = (
-            v["key"].as_str().unwrap().to_string(),
-            v["seq"].as_u64().unwrap(),
-            v["count"].as_u64().unwrap(),
-        );
-        assert!(
-            counted.entry(key.clone()).or_default().insert((seq, count)),
-            "{key} seq {seq} counted twice"
-        );
-    }
-    assert_eq!(counted.len() as u64, KEYS);
-    for (key, seen) in &counted {
-        let expected: BTreeSet<(u64, u64)> = (0..VALID / KEYS).map(|s| (s, s + 1)).collect();
-        assert!(
-            *seen == expected,
-            "{key}: {} of {} counts, or a wrong count",
-            seen.len(),
-            expected.len()
-        );
-    }
+    // Every input counted exactly once, with the right count: key k's record with seq s
+    // has count s + 1.
+    let inputs = (0..VALID).map(|i| (format!("k{}", i % KEYS), i / KEYS));
+    assert_exactly_once(&broker, "counts", inputs, counted_input);
 
-    // Every malformed record set aside once, with its origin.
-    let dead = committed(&broker, "events-dlq");
-    assert_eq!(dead.len(), bad.len(), "each malformed record in the DLQ once");
-    let mut origins = HashSet::new();
-    for (h, payload) in &dead {
-        assert_eq!(h.get("floe.source.topic").map(String::as_str), Some("events"));
-        assert!(h.get("floe.error").is_some_and(|e| !e.is_empty()));
-        assert!(origins.insert((h["floe.source.partition"].clone(), h["floe.source.offset"].clone())));
-        assert!(bad.contains(payload), "an unexpected dead letter: {payload:?}");
+    // Every malformed record set aside exactly once, with its origin and error.
+    let origins = bad.iter().map(|((p, o), _)| ("events".to_string(), *p, *o));
+    let dead = assert_exactly_once(&broker, "events-dlq", origins, dead_letter_origin);
+    let payloads: HashMap<(i32, i64), &[u8]> = bad.iter().map(|(at, payload)| (*at, payload.as_slice())).collect();
+    for d in &dead {
+        let (_, p, o) = dead_letter_origin(d).unwrap().remove(0);
+        assert_eq!(
+            d.value.as_deref().unwrap_or_default(),
+            payloads[&(p, o)],
+            "the payload from {p}/{o}"
+        );
+        assert!(d
+            .header(floe_dsl::kafka::dead_letter::headers::ERROR)
+            .is_some_and(|e| !e.is_empty()));
     }
 }

@@ -7,15 +7,12 @@
 mod common;
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::read_all;
+use common::{assert_exactly_once, counted_input, dead_letter_origin, Deliveries};
 use floe_dsl::kafka::testing::TestBroker;
 use rdkafka::config::FromClientConfigAndContext;
-use rdkafka::message::DeliveryResult;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer, ProducerContext};
-use rdkafka::{ClientContext, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const KEYS: u64 = 20;
 const VALID: u64 = 20_000;
@@ -23,21 +20,6 @@ const MALFORMED: usize = 10_000;
 const PARTITIONS: i32 = 3;
 /// Event time of the first record (ms); record `n` is at `BASE_TS + n`.
 const BASE_TS: i64 = 1_767_225_600_000;
-
-/// Where each sent record landed: (partition, offset) by the index given at send time.
-#[derive(Clone, Default)]
-struct Deliveries(Arc<Mutex<HashMap<usize, (i32, i64)>>>);
-
-impl ClientContext for Deliveries {}
-
-impl ProducerContext for Deliveries {
-    type DeliveryOpaque = Box<usize>;
-
-    fn delivery(&self, result: &DeliveryResult<'_>, id: Box<usize>) {
-        let m = result.as_ref().expect("the test broker accepted the record");
-        self.0.lock().unwrap().insert(*id, (m.partition(), m.offset()));
-    }
-}
 
 /// The `i`-th malformed payload (`None`: a tombstone).
 fn malformed(i: usize) -> Option<Vec<u8>> {
@@ -147,28 +129,31 @@ fn ten_thousand_malformed_records_all_reach_the_dead_letter_topic_with_their_ori
         "the job's dead-letter metric: {stdout}"
     );
 
-    // Every malformed record once, with its bytes, key and origin.
-    let dead = read_all(&broker, "events-dlq");
-    assert_eq!(dead.len(), MALFORMED, "each malformed record in the DLQ exactly once");
+    // Every malformed record once (by its origin), with its bytes, key and error.
+    let origins = sent.keys().map(|(p, o)| ("events".to_string(), *p, *o));
+    let dead = assert_exactly_once(&broker, "events-dlq", origins, dead_letter_origin);
     let mut found = HashMap::new();
-    for (h, key, payload) in dead {
-        assert_eq!(h.get("floe.source.topic").map(String::as_str), Some("events"));
-        let at: (i32, i64) = (
-            h["floe.source.partition"].parse().unwrap(),
-            h["floe.source.offset"].parse().unwrap(),
+    for d in dead {
+        let (_, partition, offset) = dead_letter_origin(&d).unwrap().remove(0);
+        let at = (partition, offset);
+        let (sent_key, sent_payload, ts) = &sent[&at];
+        assert_eq!(
+            d.key.as_deref().unwrap_or_default(),
+            &sent_key[..],
+            "key of the record at {at:?}"
         );
-        let (sent_key, sent_payload, ts) = sent
-            .get(&at)
-            .unwrap_or_else(|| panic!("a dead letter from {at:?}, where no malformed record was written"));
-        assert_eq!(&key, sent_key, "key of the record at {at:?}");
-        assert_eq!(payload, sent_payload.clone().unwrap_or_default(), "payload at {at:?}");
-        assert_eq!(h.get("floe.source.timestamp"), Some(&ts.to_string()));
-        let error = &h["floe.error"];
+        assert_eq!(
+            d.value.clone().unwrap_or_default(),
+            sent_payload.clone().unwrap_or_default(),
+            "payload at {at:?}"
+        );
+        assert_eq!(d.header_str("floe.source.timestamp"), Some(ts.to_string()));
+        let error = d.header_str("floe.error").unwrap_or_default();
         let rejected = sent_payload
             .as_deref()
             .is_some_and(|p| p.starts_with(b"{\"key\":\"\","));
         assert_eq!(error.starts_with("rejected: "), rejected, "{at:?}: {error}");
-        assert!(found.insert(at, error.clone()).is_none(), "{at:?} twice");
+        found.insert(at, error);
     }
     assert_eq!(found.len(), MALFORMED);
     let by_reason = |needle: &str| found.values().filter(|e| e.contains(needle)).count();
@@ -176,23 +161,15 @@ fn ten_thousand_malformed_records_all_reach_the_dead_letter_topic_with_their_ori
     assert_eq!(by_reason("empty value"), MALFORMED / 8);
     assert_eq!(by_reason("the key is empty"), MALFORMED / 8);
 
-    // The valid output is unaffected: each key counted 1..=n in order.
-    let mut counts: BTreeMap<String, Vec<(u64, u64)>> = BTreeMap::new();
-    for (_, _, payload) in read_all(&broker, "counts") {
-        let v: serde_json::Value = serde_json::from_slice(&payload).unwrap();
-        counts
-            .entry(v["key"].as_str().unwrap().to_string())
-            .or_default()
-            .push((v["seq"].as_u64().unwrap(), v["count"].as_u64().unwrap()));
+    // The valid output is unaffected: each key counted 1..=n, once each and in order.
+    let inputs = (0..VALID).map(|j| (format!("k{}", j % KEYS), j / KEYS));
+    let counted = assert_exactly_once(&broker, "counts", inputs, counted_input);
+    let mut order: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for r in &counted {
+        let (key, seq) = counted_input(r).unwrap().remove(0);
+        order.entry(key).or_default().push(seq);
     }
-    assert_eq!(counts.len() as u64, KEYS);
-    for (key, seen) in counts {
-        let expected: Vec<(u64, u64)> = (0..VALID / KEYS).map(|s| (s, s + 1)).collect();
-        assert!(
-            seen == expected,
-            "{key}: {} counts, not 1..={} in order",
-            seen.len(),
-            VALID / KEYS
-        );
+    for (key, seqs) in order {
+        assert!(seqs.windows(2).all(|w| w[0] < w[1]), "{key}: counts out of order");
     }
 }

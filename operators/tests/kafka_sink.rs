@@ -3,146 +3,60 @@
 //! rescale, dead letters, and errors that are never silent.
 //!
 //! tansu does not hide aborted transactions from `read_committed` consumers, so these tests
-//! check exactly-once the way the sink's docs say: through the `floe.*` headers, counting
-//! each `(subtask, epoch, seq)` of a completed checkpoint once, and asserting that each
-//! appears exactly once in the topic.
+//! read what such a consumer would see from the raw log (`TestBroker::read_committed`:
+//! records of transactions that a COMMIT marker closes), and check exactly-once by the
+//! records' own values: each value written must be committed exactly once.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floe_checkpoints::{KeyGroupRange, StateSnapshot};
 use floe_operators::kafka::dead_letter::{headers as dl, DeadLetter};
 use floe_operators::kafka::sink::{eos_headers, Delivery, EosStamp, Json, KafkaSink, Utf8};
-use floe_operators::kafka::testing::{mock_cluster, TestBroker};
+use floe_operators::kafka::testing::{check_exactly_once, describe, mock_cluster, CommittedRecord, TestBroker};
 use floe_operators::kafka::KafkaConfig;
 use floe_runtime::harness::OperatorHarness;
 use floe_runtime::{Record, RuntimeError, TaskInfo};
 use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
+use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::{Offset, TopicPartitionList};
 
-/// A record read back.
-#[derive(Clone, Debug)]
-struct Got {
-    partition: i32,
-    key: Option<Vec<u8>>,
-    value: Option<Vec<u8>>,
-    timestamp: Option<i64>,
-    headers: Vec<(String, Vec<u8>)>,
+/// The committed records of `topic`, in partition and offset order.
+fn read(broker: &TestBroker, topic: &str) -> Vec<CommittedRecord> {
+    broker.read_committed(topic).unwrap().records
 }
 
-impl Got {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_slice())
+/// Fails, naming each value missing or doubled, unless the committed records of `topic`
+/// are `expected`, each exactly once; returns them.
+fn exactly_once(broker: &TestBroker, topic: &str, expected: impl IntoIterator<Item = String>) -> Vec<CommittedRecord> {
+    let read = broker.read_committed(topic).unwrap();
+    if let Err(v) = check_exactly_once(topic, expected, &read.records, |r| Ok(vec![r.value_str()])) {
+        panic!("{v}\n(read: {})", describe(&read));
     }
-
-    fn value_str(&self) -> String {
-        String::from_utf8_lossy(self.value.as_deref().unwrap_or_default()).into_owned()
-    }
+    read.records
 }
 
-/// The header of the end markers that [`read_to_end`] writes.
-const END: &str = "test.end";
-
-/// Every record of `topic` written so far, in partition and offset order (end markers left
-/// out). To know where the end is without waiting, it first appends an end marker with a
-/// fresh id to every partition, then reads until it has seen all of them: everything before
-/// a marker in its partition has been read. (tansu's high watermarks cannot say where the end
-/// is: it reported 1 for a partition holding 43 records written in one batch.)
-fn read_to_end(config: &KafkaConfig, topic: &str) -> Vec<Got> {
-    static READS: AtomicU64 = AtomicU64::new(0);
-    let id = format!("{}-{}", std::process::id(), READS.fetch_add(1, Ordering::Relaxed));
-    let timeout = Duration::from_secs(10);
-    let producer: BaseProducer = config.client_config(&[]).create().unwrap();
-    let meta = producer.client().fetch_metadata(Some(topic), timeout).unwrap();
-    let partitions = meta.topics()[0].partitions().len() as i32;
-    for p in 0..partitions {
-        let end = OwnedHeaders::new().insert(Header {
-            key: END,
-            value: Some(&id),
-        });
-        producer
-            .send(BaseRecord::<(), (), ()>::to(topic).partition(p).headers(end))
-            .unwrap();
-    }
-    producer.flush(timeout).unwrap();
-
-    let consumer: BaseConsumer = config
-        .client_config(&[
-            ("group.id", "floe-test-reader"),
-            ("enable.auto.commit", "false"),
-            // See everything in the log, as a broker without transaction markers shows it.
-            ("isolation.level", "read_uncommitted"),
-        ])
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_range(topic, 0, partitions - 1);
-    tpl.set_all_offsets(Offset::Beginning).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut waiting: BTreeSet<i32> = (0..partitions).collect();
-    let mut got = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !waiting.is_empty() {
-        assert!(
-            Instant::now() < deadline,
-            "end markers of `{topic}` not read: partitions {waiting:?}"
-        );
-        let Some(m) = consumer.poll(Duration::from_millis(100)) else {
-            continue;
-        };
-        let m = m.unwrap();
-        let g = Got {
-            partition: m.partition(),
-            key: m.key().map(<[u8]>::to_vec),
-            value: m.payload().map(<[u8]>::to_vec),
-            timestamp: m.timestamp().to_millis(),
-            headers: m
-                .headers()
-                .map(|h| {
-                    h.iter()
-                        .map(|h| (h.key.to_string(), h.value.unwrap_or_default().to_vec()))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
-        match g.header(END) {
-            Some(end) if end == id.as_bytes() => {
-                waiting.remove(&g.partition);
-            }
-            Some(_) => {}
-            None => got.push(g),
-        }
-    }
-    got
+/// `"<prefix><i>"` for `i` in `range`: the values [`strings`] makes.
+fn values(range: std::ops::Range<u32>, prefix: &str) -> impl Iterator<Item = String> + '_ {
+    range.map(move |i| format!("{prefix}{i}"))
 }
 
 /// The exactly-once stamps of `records`, each with its value; fails on a record without one.
-fn stamps(records: &[Got]) -> Vec<(EosStamp, String)> {
+fn stamps(records: &[CommittedRecord]) -> Vec<(EosStamp, String)> {
     records
         .iter()
         .map(|g| {
             let mut h = OwnedHeaders::new();
             for (k, v) in &g.headers {
-                h = h.insert(Header { key: k, value: Some(v) });
+                h = h.insert(Header {
+                    key: k,
+                    value: v.as_deref(),
+                });
             }
             (EosStamp::from_headers(&h).expect("a floe.* stamp"), g.value_str())
         })
         .collect()
-}
-
-/// Asserts that each `(subtask, epoch, seq)` appears exactly once; returns the values.
-fn exactly_once(records: &[Got]) -> BTreeSet<String> {
-    let mut seen = BTreeMap::new();
-    for (s, v) in stamps(records) {
-        let id = (s.subtask, s.epoch, s.seq);
-        assert!(seen.insert(id, v.clone()).is_none(), "{id:?} written twice ({v})");
-    }
-    let values: BTreeSet<String> = seen.into_values().collect();
-    assert_eq!(values.len(), records.len(), "each value once");
-    values
 }
 
 fn info(subtask: usize, parallelism: usize, attempt: u64) -> TaskInfo {
@@ -204,7 +118,7 @@ fn at_least_once_writes_every_record_with_its_key_partition_headers_and_timestam
     );
     assert_eq!(metrics.records_failed(), 0);
 
-    let got = read_to_end(&broker.config(), "alo");
+    let got = read(&broker, "alo");
     assert_eq!(got.len(), 300);
     let mut partition_of_key = BTreeMap::new();
     let mut last_seq_of_key: BTreeMap<Vec<u8>, i64> = BTreeMap::new();
@@ -213,7 +127,7 @@ fn at_least_once_writes_every_record_with_its_key_partition_headers_and_timestam
         let seq: i64 = String::from_utf8_lossy(g.header("seq").unwrap()).parse().unwrap();
         assert_eq!(g.value_str(), format!(r#"{{"user":{},"seq":{seq}}}"#, seq % 7));
         assert_eq!(key, format!("user-{}", seq % 7).into_bytes());
-        assert_eq!(g.timestamp, Some(5_000 + seq), "the event timestamp");
+        assert_eq!(g.timestamp, 5_000 + seq, "the event timestamp");
         assert_eq!(*partition_of_key.entry(key.clone()).or_insert(g.partition), g.partition);
         let last = last_seq_of_key.insert(key, seq);
         assert!(last.is_none_or(|l| l < seq), "order per key");
@@ -235,7 +149,7 @@ fn a_partitioner_chooses_partitions_and_fire_and_forget_writes_by_the_end() {
     let mut h = OperatorHarness::new(Box::new(sink.clone()), info(0, 1, 1), 0).unwrap();
     h.process((0..40u32).map(Record::untimed).collect()).unwrap();
     h.finish().unwrap();
-    let got = read_to_end(&broker.config(), "parts");
+    let got = read(&broker, "parts");
     assert_eq!(got.len(), 40);
     for g in &got {
         let n: i32 = g.value_str().parse().unwrap();
@@ -263,17 +177,14 @@ fn exactly_once_records_appear_only_when_their_checkpoint_completes() {
     h.process(strings(0..50, "a")).unwrap();
     h.snapshot(1).unwrap();
     h.process(strings(50..60, "a")).unwrap();
-    assert!(
-        read_to_end(&broker.config(), "eos").is_empty(),
-        "nothing before completion"
-    );
+    assert!(read(&broker, "eos").is_empty(), "nothing before completion");
 
     h.notify_checkpoint_complete(1).unwrap();
-    let got = read_to_end(&broker.config(), "eos");
-    assert_eq!(got.len(), 50);
+    let got = exactly_once(&broker, "eos", values(0..50, "a"));
     for (stamp, value) in stamps(&got) {
         assert_eq!(stamp.transactional_id, "eos-visible-0");
         assert_eq!((stamp.subtask, stamp.attempt, stamp.epoch), (0, 0xa1, 1));
+        assert_eq!(stamp.committed_by, Some(0xa1));
         assert_eq!(value, format!("a{}", stamp.seq), "seq is the index within the epoch");
     }
     let g = &got[0];
@@ -285,14 +196,9 @@ fn exactly_once_records_appear_only_when_their_checkpoint_completes() {
     h.process(strings(60..65, "a")).unwrap();
     h.snapshot(3).unwrap();
     h.notify_checkpoint_complete(2).unwrap();
-    let got = read_to_end(&broker.config(), "eos");
-    assert_eq!(got.len(), 60);
-    assert_eq!(
-        exactly_once(&got),
-        strings(0..60, "a").into_iter().map(|r| r.value).collect()
-    );
+    exactly_once(&broker, "eos", values(0..60, "a"));
     h.notify_checkpoint_complete(3).unwrap();
-    assert_eq!(read_to_end(&broker.config(), "eos").len(), 65);
+    exactly_once(&broker, "eos", values(0..65, "a"));
     assert_eq!(metrics.transactions_committed(), 3);
     assert_eq!(metrics.records_written(), 65);
 }
@@ -307,16 +213,19 @@ fn exactly_once_commits_a_completed_checkpoint_that_a_crash_left_uncommitted() {
     let snap = h.snapshot(1).unwrap();
     // Checkpoint 1 completed, but the process died before the notification.
     drop(h);
-    assert!(read_to_end(&broker.config(), "crash").is_empty());
+    assert!(read(&broker, "crash").is_empty());
 
     let restored = eos_sink(broker.config(), "crash", "eos-crash");
     let metrics = restored.metrics();
     let h = open(&restored, info(0, 1, 0xb2), Some(snap.clone()));
     assert_eq!(metrics.epochs_recovered(), 1, "committed while opening");
-    let got = read_to_end(&broker.config(), "crash");
-    assert_eq!(got.len(), 40);
-    assert_eq!(exactly_once(&got).len(), 40);
-    assert!(stamps(&got).iter().all(|(s, _)| s.attempt == 0xb1 && s.epoch == 1));
+    let got = exactly_once(&broker, "crash", values(0..40, "c"));
+    assert!(
+        stamps(&got)
+            .iter()
+            .all(|(s, _)| (s.attempt, s.epoch, s.committed_by) == (0xb1, 1, Some(0xb2))),
+        "attempt b1's epoch, committed by the restored attempt b2"
+    );
     drop(h);
 
     // The restored attempt crashed too: restoring the same checkpoint again adds nothing.
@@ -324,7 +233,7 @@ fn exactly_once_commits_a_completed_checkpoint_that_a_crash_left_uncommitted() {
     let metrics = again.metrics();
     let _h = open(&again, info(0, 1, 0xb3), Some(snap));
     assert_eq!((metrics.epochs_recovered(), metrics.epochs_already_committed()), (0, 1));
-    assert_eq!(exactly_once(&read_to_end(&broker.config(), "crash")).len(), 40);
+    exactly_once(&broker, "crash", values(0..40, "c"));
 }
 
 #[test]
@@ -340,34 +249,42 @@ fn exactly_once_never_commits_an_epoch_twice() {
     // Epoch 1 commits; then the process dies before checkpoint 2's notification.
     h.notify_checkpoint_complete(1).unwrap();
     drop(h);
-    assert_eq!(read_to_end(&broker.config(), "twice").len(), 20);
+    exactly_once(&broker, "twice", values(0..20, "e1-"));
 
     // Restored from checkpoint 1, whose epoch was committed before the crash: skipped.
     let restored = eos_sink(broker.config(), "twice", "eos-twice");
     let metrics = restored.metrics();
     drop(open(&restored, info(0, 1, 0xc2), Some(snap1)));
     assert_eq!((metrics.epochs_recovered(), metrics.epochs_already_committed()), (0, 1));
-    assert_eq!(read_to_end(&broker.config(), "twice").len(), 20);
+    exactly_once(&broker, "twice", values(0..20, "e1-"));
 
     // Restored from checkpoint 2 (pending: epochs 1 and 2): only epoch 2 is written.
     let restored = eos_sink(broker.config(), "twice", "eos-twice");
     let metrics = restored.metrics();
     let mut h = open(&restored, info(0, 1, 0xc3), Some(snap2));
     assert_eq!((metrics.epochs_recovered(), metrics.epochs_already_committed()), (1, 1));
-    let got = read_to_end(&broker.config(), "twice");
-    assert_eq!(got.len(), 50);
-    let values = exactly_once(&got);
-    assert!(values.contains("e1-19") && values.contains("e2-29"));
+    exactly_once(&broker, "twice", values(0..20, "e1-").chain(values(0..30, "e2-")));
 
     // The restored attempt goes on with checkpoints of its own.
     h.process(strings(0..5, "e3-")).unwrap();
     h.snapshot(3).unwrap();
     h.notify_checkpoint_complete(3).unwrap();
-    let got = read_to_end(&broker.config(), "twice");
-    assert_eq!(exactly_once(&got).len(), 55);
+    let all = values(0..20, "e1-")
+        .chain(values(0..30, "e2-"))
+        .chain(values(0..5, "e3-"));
+    let got = exactly_once(&broker, "twice", all);
     let epoch3: Vec<_> = stamps(&got).into_iter().filter(|(s, _)| s.epoch == 3).collect();
     assert_eq!(epoch3.len(), 5);
     assert!(epoch3.iter().all(|(s, _)| s.attempt == 0xc3));
+    let origins: BTreeSet<(u64, u64, Option<u64>)> = stamps(&got)
+        .into_iter()
+        .map(|(s, _)| (s.epoch, s.attempt, s.committed_by))
+        .collect();
+    let expected: BTreeSet<_> = [(1, 0xc1, Some(0xc1)), (2, 0xc1, Some(0xc3)), (3, 0xc3, Some(0xc3))].into();
+    assert_eq!(
+        origins, expected,
+        "epoch 2 of attempt c1 committed by the restored attempt c3"
+    );
 }
 
 #[test]
@@ -381,12 +298,12 @@ fn the_restored_subtask_fences_the_previous_attempt() {
     // The job restarted while the old subtask still runs (a hung thread, a partitioned node).
     let restored = eos_sink(broker.config(), "zombie", "eos-zombie");
     let _h = open(&restored, info(0, 1, 0xf2), Some(snap));
-    assert_eq!(exactly_once(&read_to_end(&broker.config(), "zombie")).len(), 10);
+    exactly_once(&broker, "zombie", values(0..10, "z"));
     // The old attempt's late notification cannot commit: its producer was fenced.
     let err = zombie.notify_checkpoint_complete(1).unwrap_err();
     assert!(err.to_string().contains("fence"), "{err}");
     drop(zombie);
-    assert_eq!(exactly_once(&read_to_end(&broker.config(), "zombie")).len(), 10);
+    exactly_once(&broker, "zombie", values(0..10, "z"));
 }
 
 #[test]
@@ -412,9 +329,7 @@ fn pending_epochs_of_two_subtasks_are_committed_once_by_one() {
     let metrics = restored.metrics();
     let mut h = open(&restored, info(0, 1, 0xd2), Some(only.clone()));
     assert_eq!(metrics.epochs_recovered(), 2);
-    let got = read_to_end(&broker.config(), "rescale");
-    assert_eq!(got.len(), 50);
-    exactly_once(&got);
+    let got = exactly_once(&broker, "rescale", values(0..25, "s0-").chain(values(0..25, "s1-")));
     let txns: BTreeSet<_> = stamps(&got)
         .into_iter()
         .map(|(s, _)| (s.subtask, s.transactional_id))
@@ -434,7 +349,10 @@ fn pending_epochs_of_two_subtasks_are_committed_once_by_one() {
     let metrics = again.metrics();
     drop(open(&again, info(0, 1, 0xd3), Some(only)));
     assert_eq!(metrics.epochs_already_committed(), 2);
-    assert_eq!(exactly_once(&read_to_end(&broker.config(), "rescale")).len(), 60);
+    let all = values(0..25, "s0-")
+        .chain(values(0..25, "s1-"))
+        .chain(values(0..10, "new-"));
+    exactly_once(&broker, "rescale", all);
 }
 
 #[test]
@@ -446,10 +364,9 @@ fn exactly_once_without_checkpoints_commits_at_the_end() {
     i.checkpointing = false;
     let mut h = open(&sink, i, None);
     h.process(strings(0..10, "x")).unwrap();
-    assert!(read_to_end(&broker.config(), "eos-end").is_empty());
+    assert!(read(&broker, "eos-end").is_empty());
     h.finish().unwrap();
-    let got = read_to_end(&broker.config(), "eos-end");
-    assert_eq!(exactly_once(&got).len(), 10);
+    exactly_once(&broker, "eos-end", values(0..10, "x"));
     assert_eq!(sink.metrics().transactions_committed(), 1);
 }
 
@@ -498,7 +415,7 @@ fn dead_letters_keep_key_payload_and_origin_even_large_and_binary() {
     h.snapshot(1).unwrap();
     assert_eq!(metrics.records_written(), 3);
 
-    let got = read_to_end(&config, "dlq");
+    let got = read(&broker, "dlq");
     assert_eq!(got.len(), 3);
     for (g, d) in got.iter().zip(&letters) {
         assert_eq!(g.key, d.key);
@@ -582,4 +499,114 @@ fn records_the_broker_rejects_fail_the_checkpoint() {
     let err = h.snapshot(1).unwrap_err();
     assert!(err.to_string().contains("could not be delivered"), "{err}");
     assert!(err.to_string().contains("too large"), "{err}");
+}
+
+/// What the sink's commit marker relies on, on the test broker: a transaction's offset
+/// commit (`send_offsets_to_transaction`) becomes visible when the transaction commits, and
+/// never when it aborts or is left open and fenced. (A probe found that tansu 0.6 does not
+/// apply it at all for a transaction that wrote no record; every epoch the sink commits
+/// holds at least one.)
+#[test]
+fn the_broker_applies_a_transactions_offset_commit_only_when_it_commits() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("marked", 1).unwrap();
+    let timeout = Duration::from_secs(30);
+    let group = "floe-eos-probe";
+    let marker: BaseConsumer = broker
+        .config()
+        .client_config(&[("group.id", group), ("isolation.level", "read_committed")])
+        .create()
+        .unwrap();
+    let committed = || {
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition("marked", 0);
+        let got = marker.committed_offsets(tpl, timeout).unwrap();
+        match got.find_partition("marked", 0).map(|e| e.offset()) {
+            Some(Offset::Offset(o)) => Some(o),
+            _ => None,
+        }
+    };
+    let producer = || {
+        let p: BaseProducer = broker
+            .config()
+            .client_config(&[("transactional.id", "marker-probe")])
+            .create()
+            .unwrap();
+        p.init_transactions(timeout).unwrap();
+        p
+    };
+    let transaction = |p: &BaseProducer, epoch: i64| {
+        p.begin_transaction().unwrap();
+        p.send(BaseRecord::<str, str>::to("marked").payload("x")).unwrap();
+        p.flush(timeout).unwrap();
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("marked", 0, Offset::Offset(epoch)).unwrap();
+        p.send_offsets_to_transaction(&tpl, &marker.group_metadata().unwrap(), timeout)
+            .unwrap();
+    };
+    let p = producer();
+    transaction(&p, 5);
+    p.abort_transaction(timeout).unwrap();
+    assert_eq!(committed(), None, "aborted");
+    transaction(&p, 7);
+    assert_eq!(committed(), None, "open");
+    p.commit_transaction(timeout).unwrap();
+    assert_eq!(committed(), Some(7), "committed");
+    transaction(&p, 9);
+    let _fencing = producer();
+    assert_eq!(committed(), Some(7), "left open, then fenced");
+    let read = broker.read_committed("marked").unwrap();
+    assert_eq!((read.records.len(), read.aborted), (1, 2));
+}
+
+/// An epoch whose records are committed but whose commit marker is missing (what tansu
+/// leaves when the committing process is killed during the commit) is not committed again
+/// after a restore: the sink finds its stamps in the topic's committed log.
+#[test]
+fn an_epoch_committed_without_its_marker_is_found_in_the_log_and_not_committed_again() {
+    let broker = TestBroker::start().unwrap();
+    broker.create_topic("lost", 2).unwrap();
+    let sink = eos_sink(broker.config(), "lost", "eos-lost");
+    let mut h = open(&sink, info(0, 1, 0xe7), None);
+    h.process(strings(0..30, "m")).unwrap();
+    let snap = h.snapshot(1).unwrap();
+    drop(h);
+    // Epoch 1 committed as the sink writes it (same transactional id and stamps), but
+    // without the offset commit that marks it.
+    let timeout = Duration::from_secs(30);
+    let p: BaseProducer = broker
+        .config()
+        .client_config(&[("transactional.id", "eos-lost-0")])
+        .create()
+        .unwrap();
+    p.init_transactions(timeout).unwrap();
+    p.begin_transaction().unwrap();
+    for (seq, value) in values(0..30, "m").enumerate() {
+        let seq = seq.to_string();
+        let stamp = [
+            (eos_headers::TXN, "eos-lost-0"),
+            (eos_headers::SUBTASK, "0"),
+            (eos_headers::ATTEMPT, "e7"),
+            (eos_headers::EPOCH, "1"),
+            (eos_headers::SEQ, seq.as_str()),
+        ]
+        .into_iter()
+        .fold(OwnedHeaders::new(), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value),
+            })
+        });
+        p.send(BaseRecord::to("lost").key(&value).payload(&value).headers(stamp))
+            .unwrap();
+    }
+    p.flush(timeout).unwrap();
+    p.commit_transaction(timeout).unwrap();
+    drop(p);
+
+    let restored = eos_sink(broker.config(), "lost", "eos-lost");
+    let metrics = restored.metrics();
+    drop(open(&restored, info(0, 1, 0xe8), Some(snap)));
+    assert_eq!((metrics.epochs_recovered(), metrics.epochs_already_committed()), (0, 1));
+    exactly_once(&broker, "lost", values(0..30, "m"));
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use floe_checkpoints::{CheckpointStorage, Manifest, StateFile};
+use floe_checkpoints::{CheckpointStorage, Manifest, OperatorIdentity, StateFile};
 use tracing::{info, warn};
 
 use crate::element::CheckpointBarrier;
@@ -112,6 +112,8 @@ struct Pending {
 /// The running coordinator's inputs and what it drives.
 pub(crate) struct Coordinator {
     pub(crate) job: String,
+    /// The job's operators by node, recorded in every manifest.
+    pub(crate) operators: Vec<OperatorIdentity>,
     pub(crate) config: CheckpointConfig,
     pub(crate) storage: CheckpointStorage,
     pub(crate) parallelism: Vec<usize>,
@@ -302,7 +304,9 @@ impl Coordinator {
             timestamp: p.barrier.timestamp,
             is_savepoint: p.barrier.is_savepoint,
             parallelism: self.parallelism.clone(),
+            operators: self.operators.clone(),
             files: p.files.into_iter().flatten().collect(),
+            ..Manifest::default()
         };
         self.storage.complete(&manifest)?;
         self.completed.store(p.barrier.id, Ordering::SeqCst);

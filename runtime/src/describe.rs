@@ -16,6 +16,8 @@ pub struct NodeDescription {
     pub id: usize,
     /// Its name.
     pub name: String,
+    /// Its stable id in checkpoints (set with `uid`, or derived from its position).
+    pub uid: String,
     /// `source` or `operator`.
     pub kind: &'static str,
     /// Its parallel subtasks.
@@ -55,12 +57,15 @@ pub struct GraphDescription {
 /// Describes `graph` as `config` would run it (chaining included).
 pub fn describe(graph: &JobGraph, config: &ExecutionConfig) -> GraphDescription {
     let pred = chained_predecessors(graph, config);
+    let identities = graph.operator_identities();
     let nodes = graph
         .nodes
         .iter()
-        .map(|n| NodeDescription {
+        .zip(identities)
+        .map(|(n, identity)| NodeDescription {
             id: n.id,
             name: n.name.clone(),
+            uid: identity.uid,
             kind: match n.kind {
                 NodeKind::Source(_) => "source",
                 NodeKind::Operator(_) => "operator",
@@ -102,7 +107,7 @@ impl GraphDescription {
     ///
     /// ```
     /// use floe_runtime::describe::{EdgeDescription, GraphDescription, NodeDescription};
-    /// let node = |id, name: &str| NodeDescription { id, name: name.into(), kind: "operator", parallelism: 2, chained_to: None };
+    /// let node = |id, name: &str| NodeDescription { id, name: name.into(), uid: format!("u{id}"), kind: "operator", parallelism: 2, chained_to: None };
     /// let g = GraphDescription {
     ///     name: "job".into(),
     ///     nodes: vec![node(0, "source"), node(1, "map \"x\"")],

@@ -31,6 +31,10 @@ pub enum RuntimeError {
     /// Keyed state failed.
     #[error("keyed state: {0}")]
     State(#[from] floe_checkpoints::StateError),
+    /// The checkpoint or savepoint to restore cannot be used: the message says which, what
+    /// is wrong, and what to do.
+    #[error("{0}")]
+    Restore(String),
     /// The job graph is not valid; the message says what to change.
     #[error("invalid job graph: {0}")]
     InvalidGraph(String),
@@ -76,6 +80,7 @@ impl RuntimeError {
             RuntimeError::User(_)
             | RuntimeError::InvalidGraph(_)
             | RuntimeError::InvalidRecord(_)
+            | RuntimeError::Restore(_)
             | RuntimeError::Panic(_) => Fault::User,
             RuntimeError::External { .. } => Fault::External,
             RuntimeError::Task { source, .. } => source.fault(),

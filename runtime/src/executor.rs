@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 
 use crossbeam_channel::{bounded, unbounded, Sender};
 use floe_checkpoints::{
-    CheckpointStorage, KeyGroupRange, RestoredCheckpoint, StateBackendKind, StateSnapshot, DEFAULT_MAX_PARALLELISM,
+    CheckpointStorage, KeyGroupRange, RestoredCheckpoint, StateBackendKind, StateError, StateSnapshot,
+    DEFAULT_MAX_PARALLELISM,
 };
 use tracing::{info, info_span, warn};
 
@@ -46,8 +47,15 @@ pub struct ExecutionConfig {
     /// Checkpoints, if the job takes them; the job restores from the newest complete one
     /// in their directory.
     pub checkpoints: Option<CheckpointConfig>,
-    /// A savepoint (or checkpoint) directory to restore from instead, at any parallelism.
+    /// A savepoint (or checkpoint) directory to restore from instead, at any parallelism:
+    /// its newest complete checkpoint, which must be intact.
     pub restore_from: Option<std::path::PathBuf>,
+    /// When checkpoints were taken but none can be restored (all corrupt or gone), start
+    /// from scratch with a warning instead of failing. Never applies to `restore_from`.
+    pub allow_fresh_start: bool,
+    /// Restore a checkpoint or savepoint that holds state of operators this job no longer
+    /// has, dropping that state (Flink's `allowNonRestoredState`); without, it is refused.
+    pub allow_non_restored_state: bool,
     /// Set when this process is one of several workers running the job: which subtasks run
     /// here, and how to reach the others.
     pub placement: Option<Arc<Placement>>,
@@ -67,6 +75,8 @@ impl Default for ExecutionConfig {
             clock: Arc::new(SystemClock),
             checkpoints: None,
             restore_from: None,
+            allow_fresh_start: false,
+            allow_non_restored_state: false,
             placement: None,
             max_frame_bytes: crate::net::DEFAULT_MAX_FRAME,
         }
@@ -329,6 +339,18 @@ fn new_attempt_id() -> u64 {
     (nanos & !0xffff_ffff) | (pid << 16) | (RUNS.fetch_add(1, Ordering::Relaxed) & 0xffff)
 }
 
+/// The run id of cluster attempt `attempt`, the same on every worker of it: the attempt
+/// (unique per job manager) under a hash of the job's checkpoint directory (unique per job,
+/// it holds the job's id), so runs of other jobs writing to the same place differ too.
+fn spread_attempt_id(attempt: u64, checkpoints: Option<&std::path::Path>) -> u64 {
+    let job = floe_checkpoints::key_group_hash(
+        checkpoints
+            .map(|p| p.as_os_str().as_encoded_bytes())
+            .unwrap_or_default(),
+    );
+    (job & !0xffff_ffff) | (attempt & 0xffff_ffff)
+}
+
 /// Runs `graph` to completion.
 pub fn execute(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobResult> {
     spawn(graph, config)?.join()
@@ -355,49 +377,91 @@ pub(crate) fn chained_predecessors(graph: &JobGraph, config: &ExecutionConfig) -
         .collect()
 }
 
-/// Opens the checkpoint storage and finds the checkpoint to restore from.
+/// What to do when a restore is refused, said in the terms of the job's options.
+const FRESH_START_HINT: &str = "The job does not start from scratch over checkpoints on its own: repair or put back \
+     the files, or start from scratch with --allow-fresh-start (FLOE_ALLOW_FRESH_START=true), which leaves the state \
+     they held behind";
+const FOREIGN_HINT: &str = "Restore this job from its own checkpoint directory or savepoint. If the job was changed, \
+     give its stateful operators stable ids with .uid(\"...\") (state is matched to operators by them), or pass \
+     --allow-non-restored-state (FLOE_ALLOW_NON_RESTORED_STATE=true) to drop the state of operators it no longer has";
+
+/// Opens the checkpoint storage and finds the checkpoint to restore from: the newest
+/// complete savepoint in `restore_from` (which must be intact), else the newest intact
+/// checkpoint in the job's directory. Never starts from scratch over checkpoints that exist
+/// unless `allow_fresh_start` says so.
 fn restore_point(
-    graph: &JobGraph,
     config: &CheckpointConfig,
-    from: Option<&std::path::Path>,
+    exec: &ExecutionConfig,
 ) -> Result<(CheckpointStorage, Option<RestoredCheckpoint>)> {
     let storage = CheckpointStorage::new(&config.dir, config.retain)?;
-    let restored = match from {
-        Some(path) => {
-            let savepoint = CheckpointStorage::new(path, usize::MAX)?.latest()?;
-            if savepoint.is_none() {
-                return Err(RuntimeError::InvalidGraph(format!(
+    let restored = match &exec.restore_from {
+        Some(path) => match CheckpointStorage::new(path, usize::MAX)?.newest_complete() {
+            Ok(Some(r)) => Some(r),
+            Ok(None) => {
+                return Err(RuntimeError::Restore(format!(
                     "no complete savepoint in {}: give the directory a savepoint was written to",
                     path.display()
-                )));
+                )))
             }
-            savepoint
-        }
-        None => storage.latest()?,
+            Err(e) => return Err(RuntimeError::Restore(format!("the savepoint cannot be restored: {e}"))),
+        },
+        None => match storage.latest() {
+            Ok(r) => r,
+            Err(e @ StateError::Unrestorable { .. }) if exec.allow_fresh_start => {
+                warn!(
+                    "STARTING FROM SCRATCH (--allow-fresh-start): {e}. The state those checkpoints held is NOT \
+                     restored; new checkpoints replace them"
+                );
+                None
+            }
+            Err(e @ StateError::Unrestorable { .. }) => {
+                return Err(RuntimeError::Restore(format!("{e}. {FRESH_START_HINT}")))
+            }
+            Err(e) => return Err(e.into()),
+        },
     };
-    if let Some(r) = &restored {
-        for id in &r.incomplete {
-            info!("checkpoint {id} never completed (it was in flight when the job stopped); restoring an older one");
+    match &restored {
+        Some(r) => {
+            for id in &r.incomplete {
+                info!(
+                    "checkpoint {id} never completed (it was in flight when the job stopped); restoring an older one"
+                );
+            }
+            for (id, why) in &r.skipped {
+                warn!("skipping checkpoint {id}, which cannot be restored: {why}");
+            }
+            info!(
+                checkpoint = r.manifest.checkpoint_id,
+                location = %r.location,
+                bytes = r.manifest.size(),
+                "restoring from checkpoint"
+            );
         }
-        for s in &r.skipped {
-            warn!("skipping checkpoint that cannot be restored: {s}");
-        }
-        if r.manifest.parallelism.len() != graph.nodes.len() {
-            return Err(RuntimeError::InvalidGraph(format!(
-                "checkpoint {} in {} was taken by a job with {} operators, this one has {}: use another checkpoint directory",
-                r.manifest.checkpoint_id,
-                config.dir.display(),
-                r.manifest.parallelism.len(),
-                graph.nodes.len()
-            )));
-        }
-        info!(
-            checkpoint = r.manifest.checkpoint_id,
-            bytes = r.manifest.size(),
-            "restoring from checkpoint"
-        );
+        None => info!(dir = %config.dir.display(), "no checkpoint to restore: the job starts from scratch"),
     }
     Ok((storage, restored))
+}
+
+/// Which node of `restored` each node of `graph` restores its state from (see
+/// [`RestoredCheckpoint::assign`]); refuses a checkpoint of another job.
+fn assign_restored_state(
+    graph: &JobGraph,
+    restored: Option<&RestoredCheckpoint>,
+    allow_non_restored_state: bool,
+) -> Result<Vec<Option<NodeId>>> {
+    let Some(r) = restored else {
+        return Ok(Vec::new());
+    };
+    let assignment = r
+        .assign(&graph.name, &graph.operator_identities(), allow_non_restored_state)
+        .map_err(|e| RuntimeError::Restore(format!("{e}. {FOREIGN_HINT}")))?;
+    for o in &assignment.dropped {
+        warn!(operator = %o, "its state is dropped: this job has no such operator (--allow-non-restored-state)");
+    }
+    for o in &assignment.fresh {
+        info!(operator = %o, "starts without state: the checkpoint has none for it");
+    }
+    Ok(assignment.restores)
 }
 
 /// Starts `graph` and returns a handle to the running job.
@@ -439,7 +503,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             if let Some(p) = &placement {
                 p.validate(graph.nodes.iter().map(|n| n.parallelism).max().unwrap_or(1))?;
             }
-            let (s, r) = restore_point(graph, c, config.restore_from.as_deref())?;
+            let (s, r) = restore_point(c, config)?;
             restore_wire = r.as_ref().map(|r| RestoreFrom {
                 location: config
                     .restore_from
@@ -458,6 +522,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         }
         (None, None) => (None, None),
     };
+    let restores = assign_restored_state(graph, restored.as_ref(), config.allow_non_restored_state)?;
     let pred = chained_predecessors(graph, config);
     let mut successor: Vec<Option<NodeId>> = vec![None; graph.nodes.len()];
     for (n, p) in pred.iter().enumerate() {
@@ -553,7 +618,13 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     let mut local_controls: HashMap<usize, Sender<Control>> = HashMap::new();
     let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut source_tasks: Vec<usize> = Vec::new();
-    let attempt = new_attempt_id();
+    // Every worker of a spread attempt must name the run alike: sinks name and clean up
+    // their files by it (a subtask must never take another worker's files for those of a
+    // failed run).
+    let attempt = match &placement {
+        Some(p) => spread_attempt_id(p.attempt, config.checkpoints.as_ref().map(|c| c.dir.as_path())),
+        None => new_attempt_id(),
+    };
     let state_dir = match &config.state_backend {
         StateBackendKind::RocksDb { dir, .. } => Some(AttemptDir::claim(dir, &graph.name, attempt)?),
         StateBackendKind::Memory => None,
@@ -596,10 +667,10 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     };
     let context_for = |info: TaskInfo| {
         let mut ctx = OperatorContext::new(info, config.clock.clone());
-        if let Some(r) = &restored {
-            let i = ctx.info();
+        let i = ctx.info();
+        if let (Some(r), Some(Some(old))) = (&restored, restores.get(i.node)) {
             let part = StateSnapshot::for_subtask(
-                &r.node_snapshots(i.node),
+                &r.node_snapshots(*old),
                 i.key_group_range,
                 i.subtask_index,
                 i.parallelism,
@@ -810,6 +881,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         handle.requests = Some(req_tx);
         let coordinator = Coordinator {
             job: graph.name.clone(),
+            operators: graph.operator_identities(),
             config: cfg.clone(),
             storage,
             parallelism: graph.nodes.iter().map(|n| n.parallelism).collect(),

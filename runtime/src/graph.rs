@@ -6,6 +6,8 @@
 
 use std::sync::Arc;
 
+use floe_checkpoints::OperatorIdentity;
+
 use crate::error::Result;
 use crate::operator::{Operator, SourceFunction, TaskInfo};
 use crate::route::EdgeWriterFactory;
@@ -40,6 +42,10 @@ pub struct Node {
     pub kind: NodeKind,
     /// Whether it may be chained to its predecessor.
     pub chainable: bool,
+    /// Its stable id, if the user set one (Flink's `uid`): checkpoints and savepoints find
+    /// the operator's state by it wherever the operator is in the graph. Without, an id is
+    /// derived from its position ([`JobGraph::operator_identities`]).
+    pub uid: Option<String>,
 }
 
 /// Which output of a node an edge leaves from.
@@ -112,8 +118,17 @@ impl JobGraph {
             parallelism,
             kind,
             chainable: true,
+            uid: None,
         });
         id
+    }
+
+    /// Every node's identity in checkpoints (its stable id and name), by node.
+    pub fn operator_identities(&self) -> Vec<OperatorIdentity> {
+        self.nodes
+            .iter()
+            .map(|n| OperatorIdentity::new(n.uid.as_deref(), &n.name, n.id))
+            .collect()
     }
 
     /// Adds an edge.
@@ -131,7 +146,8 @@ impl JobGraph {
         self.edges.iter().filter(move |e| e.from == node)
     }
 
-    /// Checks what the DSL cannot check by types: parallelism, inputs, acyclicity.
+    /// Checks what the DSL cannot check by types: parallelism, inputs, unique uids,
+    /// acyclicity.
     pub fn validate(&self) -> Result<()> {
         use crate::error::RuntimeError::InvalidGraph;
         if self.nodes.is_empty() {
@@ -153,6 +169,21 @@ impl JobGraph {
                     return Err(InvalidGraph(format!("operator `{}` has no input", n.name)));
                 }
                 _ => {}
+            }
+        }
+        let mut uids = std::collections::HashMap::new();
+        for (n, identity) in self.nodes.iter().zip(self.operator_identities()) {
+            if identity.uid.is_empty() {
+                return Err(InvalidGraph(format!(
+                    "operator `{}` has an empty uid: give it a non-empty one",
+                    n.name
+                )));
+            }
+            if let Some(other) = uids.insert(identity.uid.clone(), n.id) {
+                return Err(InvalidGraph(format!(
+                    "operators `{}` and `{}` have the same uid `{}`: uids must be unique",
+                    self.nodes[other].name, n.name, identity.uid
+                )));
             }
         }
         for e in &self.edges {

@@ -40,5 +40,6 @@ pub use graph::{Edge, JobGraph, Node, NodeId, NodeKind, OperatorFactory, OutputS
 pub use net::{AttemptSecret, BatchCodec, BincodeCodec, Placement, DEFAULT_MAX_FRAME};
 pub use operator::{Operator, OperatorContext, Output, SourceFunction, SourceStatus, TaskInfo};
 pub use route::{EdgeWriter, EdgeWriterFactory, Route, TypedEdgeWriterFactory};
+pub use state_dir::{default_state_dir, private_dir};
 pub use time::{Clock, ManualClock, SystemClock};
 pub use timers::{TimerService, TimerStore};

@@ -6,8 +6,13 @@
 //! directory; a run killed with SIGKILL cannot, so each new run of the job removes the
 //! directories of its earlier runs whose lock nobody holds any more (the kernel released it
 //! with the process). Directories of runs still alive keep their lock and are left alone.
+//!
+//! State is the job's data: the state directory and every run's directory are private to
+//! the user the job runs as (mode 0700, see [`private_dir`]), and the default state
+//! directory is one per user ([`default_state_dir`]).
 
 use std::fs::{self, File, TryLockError};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use tracing::{info, warn};
@@ -35,7 +40,8 @@ impl AttemptDir {
         // then renamed: a visible directory is always locked by its run (the lock, an open
         // file, moves with it).
         let staging = state_dir.join(format!(".{job}-{attempt:x}.new"));
-        fs::create_dir_all(&staging).map_err(|e| io("creating", &staging, e))?;
+        private_dir(state_dir).map_err(|e| io("creating", state_dir, e))?;
+        private_dir(&staging).map_err(|e| io("creating", &staging, e))?;
         let lock_path = staging.join(LOCK);
         let lock = File::create(&lock_path).map_err(|e| io("creating", &lock_path, e))?;
         lock.try_lock().map_err(|e| {
@@ -55,6 +61,45 @@ impl Drop for AttemptDir {
             }
         }
     }
+}
+
+/// The user this process runs as (the owner of `/proc/self`), if it can be told.
+fn current_uid() -> Option<u32> {
+    fs::metadata("/proc/self").ok().map(|m| m.uid())
+}
+
+/// The default local state directory: `<temp dir>/floe-state-<uid>`, one per user, so that
+/// no user's jobs read or clutter another's.
+pub fn default_state_dir() -> PathBuf {
+    let name = match current_uid() {
+        Some(uid) => format!("floe-state-{uid}"),
+        None => "floe-state".to_string(),
+    };
+    std::env::temp_dir().join(name)
+}
+
+/// Creates `dir` (and missing parents, all mode 0700) and makes sure that only this user
+/// can enter it: an existing directory that others could read is restricted to 0700, and
+/// one that belongs to another user is refused (`PermissionDenied`, saying so).
+pub fn private_dir(dir: &Path) -> std::io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    let meta = fs::metadata(dir)?;
+    if let Some(uid) = current_uid() {
+        if meta.uid() != uid {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "{} belongs to another user (uid {}): choose a directory of your own",
+                    dir.display(),
+                    meta.uid()
+                ),
+            ));
+        }
+    }
+    if meta.permissions().mode() & 0o077 != 0 {
+        fs::set_permissions(dir, fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(())
 }
 
 /// Removes `<state_dir>/<job>-*` directories other than `mine` whose lock is free.
@@ -116,5 +161,32 @@ mod tests {
         drop(me);
         assert!(!mine.exists(), "a run removes its own directory when it ends");
         assert!(alive.path.exists());
+    }
+
+    #[test]
+    fn state_directories_are_private() {
+        let root = tempfile::tempdir().unwrap();
+        let state = root.path().join("a/state");
+        let run = AttemptDir::claim(&state, "job", 1).unwrap();
+        for dir in [state.clone(), run.path.clone()] {
+            let mode = fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o700, "{}", dir.display());
+        }
+        // An existing directory others can read is restricted.
+        let open = root.path().join("open");
+        fs::create_dir(&open).unwrap();
+        fs::set_permissions(&open, fs::Permissions::from_mode(0o755)).unwrap();
+        private_dir(&open).unwrap();
+        assert_eq!(fs::metadata(&open).unwrap().permissions().mode() & 0o777, 0o700);
+        let default = default_state_dir();
+        assert!(
+            default
+                .file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("floe-state-"),
+            "one default per user: {}",
+            default.display()
+        );
     }
 }

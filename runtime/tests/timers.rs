@@ -176,6 +176,7 @@ fn timers_restore_at_any_parallelism_and_across_backends() {
                 is_savepoint: false,
                 parallelism: vec![2],
                 files,
+                ..Manifest::default()
             })
             .unwrap();
         let snapshots = storage.latest().unwrap().unwrap().node_snapshots(0);

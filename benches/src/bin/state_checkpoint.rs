@@ -73,6 +73,7 @@ fn checkpoint(
         is_savepoint: false,
         parallelism: vec![1],
         files: vec![storage.write_state(id, 0, 0, &s)?],
+        ..Manifest::default()
     };
     storage.complete(&manifest)?;
     Ok((sync, start.elapsed().as_secs_f64() * 1e3, manifest))

@@ -48,6 +48,7 @@ pub fn checkpoint(dir: &Path, job: &str, snapshots: &[StateSnapshot]) -> Vec<Sta
             is_savepoint: false,
             parallelism: vec![snapshots.len()],
             files,
+            ..Manifest::default()
         })
         .unwrap();
     storage.latest().unwrap().unwrap().node_snapshots(0)

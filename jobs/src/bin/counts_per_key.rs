@@ -56,7 +56,7 @@ struct Row {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse_from(floe_dsl::job::args()); // run, graph, submit or worker
     init_logging();
     let env = Env::from_options(&args.floe)?;
     let keys = args.keys.max(1);

@@ -78,7 +78,7 @@ fn generate_sample(path: &Path, count: u64) -> anyhow::Result<()> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse_from(floe_dsl::job::args()); // run, graph, submit or worker
     init_logging();
     let env = Env::from_options(&args.floe)?;
     if !args.input.exists() {

@@ -67,7 +67,7 @@ fn valid(e: Event) -> Result<Event, String> {
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    let args = Args::parse_from(floe_dsl::job::args()); // run, graph, submit or worker
     init_logging();
     let env = Env::from_options(&args.floe)?;
     let kafka = args.kafka.config()?;

@@ -1,16 +1,21 @@
-//! Helpers of the Kafka job tests: writing input, reading a topic back to its end.
+//! Helpers of the Kafka job tests: writing input, and checking output exactly once with the
+//! verifier of `floe_operators::kafka::testing` (the raw committed log and a ledger of
+//! inputs by their own ids; never the sink's `floe.*` stamps).
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::HashMap;
+use std::fmt::Debug;
 use std::process::Child;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use floe_dsl::kafka::testing::TestBroker;
+use floe_dsl::kafka::dead_letter::headers as dl;
+use floe_dsl::kafka::testing::{check_exactly_once, describe, CommittedRecord, TestBroker};
 use floe_jobs::payments::PaymentProfile;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Headers;
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{Message, Offset, TopicPartitionList};
+use rdkafka::message::DeliveryResult;
+use rdkafka::producer::{BaseRecord, ProducerContext};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientContext, Message};
 
 /// Payments of the crash and cluster tests: 300 users, many failures, and attacks (bursts of
 /// failures by one user) in blocks of 500, so alerts are frequent and stretch over restarts.
@@ -27,26 +32,22 @@ pub fn attack_profile(seed: u64) -> PaymentProfile {
     }
 }
 
-/// Fails, showing a few of the differences, unless the committed alerts (each alert's event
-/// ids) are exactly the expected ones.
-pub fn assert_same_alerts(expected: &BTreeSet<Vec<u64>>, got: &BTreeSet<Vec<u64>>) {
-    assert!(
-        got == expected,
-        "{} alerts expected, {} committed; missing {:?}, unexpected {:?}",
-        expected.len(),
-        got.len(),
-        expected.difference(got).take(3).collect::<Vec<_>>(),
-        got.difference(expected).take(3).collect::<Vec<_>>()
-    );
-}
-
-/// Sends `payload` keyed by `key` to topic `events`, waiting while the queue is full.
-pub fn send(producer: &BaseProducer, key: &str, payload: &[u8]) {
-    let mut record = BaseRecord::to("events").key(key).payload(payload);
+/// Sends `payload` keyed by `key` to topic `events` as record number `n`, waiting while the
+/// queue is full.
+pub fn send<C: ProducerContext<DeliveryOpaque = Box<usize>>>(
+    producer: &rdkafka::producer::BaseProducer<C>,
+    n: usize,
+    key: &str,
+    payload: &[u8],
+) {
+    let mut record = BaseRecord::with_opaque_to("events", Box::new(n))
+        .key(key)
+        .payload(payload);
     loop {
         match producer.send(record) {
             Ok(()) => return,
-            Err((_, r)) => {
+            Err((e, r)) => {
+                assert_eq!(e.rdkafka_error_code(), Some(RDKafkaErrorCode::QueueFull), "{e}");
                 record = r;
                 producer.poll(Duration::from_millis(10));
             }
@@ -54,103 +55,103 @@ pub fn send(producer: &BaseProducer, key: &str, payload: &[u8]) {
     }
 }
 
-/// A record read back: its headers, key and payload.
-pub type Read = (BTreeMap<String, String>, Vec<u8>, Vec<u8>);
+/// Where each record sent by a producer with this context landed, by the number given to it
+/// at send time (its delivery opaque).
+#[derive(Clone, Default)]
+pub struct Deliveries(pub Arc<Mutex<HashMap<usize, (i32, i64)>>>);
 
-/// The key of the record this test appends to every partition to know where it ends (the
-/// test broker's high watermarks are not reliable).
-pub const END: &str = "__end_of_test__";
+impl ClientContext for Deliveries {}
 
-/// Every record of `topic`, as (headers, key, payload), up to an end marker this appends to
-/// each partition now.
-pub fn read_all(broker: &TestBroker, topic: &str) -> Vec<Read> {
-    let consumer: BaseConsumer = broker
-        .config()
-        .client_config(&[
-            ("group.id", "crash-test-reader"),
-            ("enable.auto.commit", "false"),
-            // The test broker holds every fetch for the whole wait, even with data to
-            // return: with librdkafka's 500 ms, reading many small batches takes minutes.
-            ("fetch.wait.max.ms", "10"),
-            // What a read-committed consumer sees is checked by the stamps, not by the
-            // broker (which does not hide aborted records anyway); waiting for the broker's
-            // last stable offset past a killed run's open transaction could stall the read.
-            ("isolation.level", "read_uncommitted"),
-        ])
-        .create()
-        .unwrap();
-    let meta = consumer.fetch_metadata(Some(topic), Duration::from_secs(10)).unwrap();
-    let producer: BaseProducer = broker.config().client_config(&[]).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    let mut open = BTreeSet::new();
-    // This read's own marker: a topic read several times holds the markers of earlier
-    // reads, which must not end this one.
-    static READS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-    let marker = format!(
-        "{END}{}-{}",
-        std::process::id(),
-        READS.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
-    );
-    for p in meta.topics()[0].partitions() {
-        producer
-            .send(BaseRecord::to(topic).partition(p.id()).key(END).payload(&marker))
-            .unwrap();
-        tpl.add_partition_offset(topic, p.id(), Offset::Beginning).unwrap();
-        open.insert(p.id());
+impl ProducerContext for Deliveries {
+    type DeliveryOpaque = Box<usize>;
+
+    fn delivery(&self, result: &DeliveryResult<'_>, id: Box<usize>) {
+        let m = result.as_ref().expect("the test broker accepted the record");
+        self.0.lock().unwrap().insert(*id, (m.partition(), m.offset()));
     }
-    producer.flush(Duration::from_secs(30)).unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while !open.is_empty() {
-        assert!(Instant::now() < deadline, "could not read {topic} to its end");
-        let Some(m) = consumer.poll(Duration::from_millis(500)) else {
-            continue;
-        };
-        let m = m.unwrap();
-        if m.key() == Some(END.as_bytes()) {
-            if m.payload() == Some(marker.as_bytes()) {
-                open.remove(&m.partition());
-            }
-            continue;
-        }
-        let mut headers = BTreeMap::new();
-        if let Some(h) = m.headers() {
-            for h in h.iter() {
-                let v = h
-                    .value
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default();
-                headers.insert(h.key.to_string(), v);
-            }
-        }
-        out.push((
-            headers,
-            m.key().unwrap_or_default().to_vec(),
-            m.payload().unwrap_or_default().to_vec(),
-        ));
-    }
-    out
 }
 
-/// The records of `topic` counted once per exactly-once stamp.
-pub fn committed(broker: &TestBroker, topic: &str) -> Vec<(BTreeMap<String, String>, Vec<u8>)> {
-    let mut seen = HashSet::new();
-    let mut out = Vec::new();
-    for (h, _key, payload) in read_all(broker, topic) {
-        let stamp: Vec<String> = ["floe.subtask", "floe.attempt", "floe.epoch", "floe.seq"]
-            .iter()
-            .map(|k| {
-                h.get(*k)
-                    .cloned()
-                    .unwrap_or_else(|| panic!("{topic}: a record without {k}: {h:?}"))
-            })
-            .collect();
-        if seen.insert(stamp) {
-            out.push((h, payload));
+/// Fails, naming every input missing or doubled, unless the committed records of `topic`
+/// (what a `read_committed` consumer sees, decided from the raw log) explain each of
+/// `expected` exactly once and nothing else; `explain` names the inputs a record stands for
+/// (an error: it is unreadable). Returns the committed records.
+pub fn assert_exactly_once<I: Ord + Clone + Debug>(
+    broker: &TestBroker,
+    topic: &str,
+    expected: impl IntoIterator<Item = I>,
+    explain: impl FnMut(&CommittedRecord) -> Result<Vec<I>, String>,
+) -> Vec<CommittedRecord> {
+    let read = broker.read_committed(topic).unwrap();
+    println!("{topic}: {}", describe(&read));
+    if let Err(v) = check_exactly_once(topic, expected, &read.records, explain) {
+        // The sink's own bookkeeping of a few doubled inputs' copies, to tell how they came.
+        let mut copies = String::new();
+        for m in v.doubled.iter().take(3) {
+            for at in &m.found {
+                let r = read.records.iter().find(|r| r.position() == *at);
+                let stamp: Vec<String> = r
+                    .map(|r| {
+                        r.headers
+                            .iter()
+                            .filter(|(n, _)| n.starts_with("floe."))
+                            .collect::<Vec<_>>()
+                    })
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(n, v)| format!("{n}={}", String::from_utf8_lossy(v.as_deref().unwrap_or_default())))
+                    .collect();
+                copies.push_str(&format!("\n  {:?} at {at}: {}", m.input, stamp.join(" ")));
+            }
         }
+        panic!("{v}\n(read: {}){copies}", describe(&read));
     }
-    out
+    read.records
+}
+
+/// The input a dead letter stands for: its origin (topic, partition, offset), from its
+/// headers.
+pub fn dead_letter_origin(r: &CommittedRecord) -> Result<Vec<(String, i32, i64)>, String> {
+    let header = |name: &str| {
+        r.header_str(name)
+            .ok_or_else(|| format!("a dead letter without the header {name}"))
+    };
+    let topic = header(dl::TOPIC)?;
+    let partition = header(dl::PARTITION)?;
+    let offset = header(dl::OFFSET)?;
+    match (partition.parse(), offset.parse()) {
+        (Ok(p), Ok(o)) => Ok(vec![(topic, p, o)]),
+        _ => Err(format!("a dead letter from partition {partition:?} offset {offset:?}")),
+    }
+}
+
+/// The input a `kafka-counts` output stands for, `(key, seq)` of the event it counted, if its
+/// count is right (key k's event with seq s is its (s + 1)-th).
+pub fn counted_input(r: &CommittedRecord) -> Result<Vec<(String, u64)>, String> {
+    let v: serde_json::Value =
+        serde_json::from_slice(r.value.as_deref().unwrap_or_default()).map_err(|e| format!("not JSON: {e}"))?;
+    match (v["key"].as_str(), v["seq"].as_u64(), v["count"].as_u64()) {
+        (Some(key), Some(seq), Some(count)) if count == seq + 1 => Ok(vec![(key.to_string(), seq)]),
+        _ => Err(format!("not a right count: {v}")),
+    }
+}
+
+/// The inputs a fraud alert stands for: the event ids of its payments, as one id (an alert
+/// is explained by its set of payments).
+pub fn alert_payments(r: &CommittedRecord) -> Result<Vec<Vec<u64>>, String> {
+    let alert: floe_jobs::fraud::Alert =
+        serde_json::from_slice(r.value.as_deref().unwrap_or_default()).map_err(|e| format!("not an alert: {e}"))?;
+    Ok(vec![alert.event_ids])
+}
+
+/// The origins of the malformed payments in `topic` (the load generator's
+/// `{"user_id":"..","status":"MAYBE"}`): the inputs the dead-letter topic must explain.
+pub fn malformed_payments(broker: &TestBroker, topic: &str) -> Vec<(String, i32, i64)> {
+    let read = broker.read_committed(topic).unwrap();
+    read.records
+        .iter()
+        .filter(|r| r.value_str().contains("\"status\":\"MAYBE\""))
+        .map(|r| (topic.to_string(), r.partition, r.offset))
+        .collect()
 }
 
 /// Lets `child` run for `after`, then kills it with SIGKILL; false if it ended before.

@@ -9,6 +9,7 @@ pub mod client;
 pub mod error;
 pub mod jobmanager;
 pub mod protocol;
+pub mod redact;
 pub mod taskmanager;
 pub mod worker;
 

@@ -26,7 +26,9 @@
 //! | `GET /` | | the web page (static; it asks for the token and calls the API) |
 //!
 //! Every endpoint but `/api/v1/health` and the static page needs `Authorization: Bearer
-//! <token>`; errors are [`ApiError`] with a 4xx or 5xx status.
+//! <token>`; errors are [`ApiError`] with a 4xx or 5xx status. Workers do not get the token:
+//! each attempt's workers get a credential of their own ([`WorkerSpec::token`]) that opens
+//! only the `/api/v1/attempts/{attempt}/...` endpoints of their attempt.
 
 use serde::{Deserialize, Serialize};
 
@@ -41,6 +43,21 @@ pub const TOKEN_ENV: &str = "FLOE_TOKEN";
 pub const CA_CERT_ENV: &str = "FLOE_CA_CERT";
 /// Environment variable holding a worker's [`WorkerSpec`] (JSON).
 pub const WORKER_SPEC_ENV: &str = "FLOE_WORKER_SPEC";
+/// Environment variable: the local directory a task manager gives a worker for its state
+/// (`<work dir>/state/<job id>`, mode 0700); it replaces the job's own `--state-dir`.
+pub const WORKER_STATE_DIR_ENV: &str = "FLOE_WORKER_STATE_DIR";
+
+/// A credential: serialized as the string it is, shown as `<redacted>` by `Debug`, so that
+/// logging a message that holds one does not leak it.
+#[derive(Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(pub String);
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_empty() { "<none>" } else { "<redacted>" })
+    }
+}
 
 /// Every error answer: what is wrong, said so that the caller knows what to change.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -265,7 +282,8 @@ pub struct JobDetail {
     pub summary: JobSummary,
     /// The artifact it runs.
     pub artifact: String,
-    /// Its arguments.
+    /// Its arguments, with the values of secret ones (passwords, tokens, keys) shown as
+    /// `<redacted>` ([`crate::redact::redact_args`]).
     pub args: Vec<String>,
     /// Its restart strategy.
     pub restart: RestartStrategy,
@@ -406,8 +424,8 @@ pub struct Heartbeat {
 pub enum TmCommand {
     /// Start a worker process.
     Deploy {
-        /// What it runs.
-        spec: WorkerSpec,
+        /// What it runs (boxed: the other commands are two numbers).
+        spec: Box<WorkerSpec>,
     },
     /// Kill (SIGKILL) the worker of `attempt` and forget it.
     Kill {
@@ -437,7 +455,9 @@ pub struct HeartbeatResponse {
 }
 
 /// Everything a worker process needs to run its part of an attempt. Given to it as JSON in
-/// [`WORKER_SPEC_ENV`]; the job binary runs as `<binary> worker <args...>`.
+/// [`WORKER_SPEC_ENV`] (the environment, readable by its user only); the job binary runs as
+/// `<binary> worker`, and takes its arguments from here rather than from a command line
+/// that every user of the machine can read.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct WorkerSpec {
     /// The job.
@@ -467,6 +487,10 @@ pub struct WorkerSpec {
     /// The secret every connection between the attempt's workers proves (its own for each
     /// attempt; never shown by `Debug`).
     pub secret: floe_runtime::AttemptSecret,
+    /// The credential the worker calls the job manager with: it opens only this attempt's
+    /// endpoints (filled in by the job manager when it hands the spec to a task manager).
+    #[serde(default)]
+    pub token: Secret,
 }
 
 /// `POST /api/v1/attempts/{attempt}/workers/{worker}`: a worker is listening.

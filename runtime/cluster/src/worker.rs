@@ -6,10 +6,11 @@
 //! manager's savepoint commands.
 //!
 //! A worker ends when its task manager does: the task manager holds the worker's stdin, and
-//! its end (the task manager died, even by SIGKILL) ends the worker.
+//! its end (the task manager died, even by SIGKILL) ends the worker at once, in whatever
+//! state it is (see [`watch_parent`]).
 
 use std::collections::HashMap;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -58,7 +59,8 @@ pub struct Worker {
 
 impl Worker {
     /// Binds the data port, says hello and waits (up to a minute) for every peer's address.
-    /// Also ends the process when the task manager's end of stdin closes.
+    /// Also ends the process when the task manager's end of stdin closes (if nothing
+    /// called [`watch_parent`] earlier).
     pub fn join(spec: WorkerSpec) -> Result<Worker> {
         let jm = job_manager()?;
         watch_parent();
@@ -154,22 +156,50 @@ impl Worker {
     }
 }
 
-/// Ends the process when stdin closes: the task manager that started it is gone.
-fn watch_parent() {
-    let _ = std::thread::Builder::new().name("parent-watch".into()).spawn(|| {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut sink) {
-                Ok(0) | Err(_) => {
-                    eprintln!("worker: the task manager is gone (stdin closed); exiting");
-                    std::process::exit(3);
+/// Ends the process when its stdin closes, i.e. when the task manager that started it is
+/// gone (the task manager holds the other end for the worker's life, and the kernel closes
+/// it however the task manager ends, SIGKILL included). Starts the watch once per process;
+/// job binaries call it as soon as they know they run as a worker, before building their
+/// job, so a worker never outlives its task manager whatever it is doing (deploying,
+/// running, checkpointing, or stuck on an unreachable broker).
+///
+/// The end is `_exit` from the watching thread: no destructors or exit handlers run (they
+/// could block on locks the job's threads hold, or on a closed stderr), and nothing here
+/// can panic: a panic would end only this thread and leave the worker running, orphaned.
+pub fn watch_parent() {
+    static STARTED: std::sync::Once = std::sync::Once::new();
+    STARTED.call_once(|| {
+        let spawned = std::thread::Builder::new().name("parent-watch".into()).spawn(|| {
+            let mut sink = [0u8; 64];
+            let mut stdin = std::io::stdin();
+            loop {
+                match stdin.read(&mut sink) {
+                    Ok(0) => break,
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(_) => break,
                 }
-                Ok(_) => {}
             }
+            // The task manager's stderr pipe may be gone too: a failed write is ignored.
+            let _ = writeln!(
+                std::io::stderr(),
+                "worker: the task manager is gone (stdin closed); exiting"
+            );
+            signal_hook::low_level::exit(PARENT_GONE_EXIT_CODE);
+        });
+        if let Err(e) = spawned {
+            // Without the watch this worker could outlive its task manager: better not run.
+            let _ = writeln!(
+                std::io::stderr(),
+                "worker: cannot watch the task manager ({e}); exiting"
+            );
+            signal_hook::low_level::exit(PARENT_GONE_EXIT_CODE);
         }
     });
 }
+
+/// The exit code of a worker whose task manager went away.
+pub const PARENT_GONE_EXIT_CODE: i32 = 3;
 
 /// Savepoints asked for, by directory, waiting for the coordinator to write them.
 type Asked = std::sync::Mutex<HashMap<std::path::PathBuf, u64>>;

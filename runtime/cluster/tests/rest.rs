@@ -78,7 +78,10 @@ fn token_is_required_except_for_health_and_page() {
     assert_eq!(error_of(&err), "missing bearer token: pass --token or set FLOE_TOKEN");
     let (status, body) = call(&jm, Some("not-the-token"), "GET", "/api/v1/jobs", None);
     assert_eq!(status, 401);
-    assert_eq!(error_of(&serde_json::from_str(&body).unwrap()), "wrong token");
+    assert!(
+        error_of(&serde_json::from_str(&body).unwrap()).starts_with("wrong token"),
+        "{body}"
+    );
     let (status, _) = call(&jm, None, "GET", "/metrics", None);
     assert_eq!(status, 401);
     let (status, _) = call(&jm, None, "POST", "/api/v1/taskmanagers", Some(b"{}"));

@@ -148,11 +148,13 @@ fn slots_must_be_at_least_one() {
 /// A job "binary": a shell script that writes its arguments and environment to the
 /// directory it is given, says something on stderr and fails.
 const FAILING_JOB: &str = "#!/bin/sh
-# $1 is the mode word (worker), $2 the output directory.
-echo \"$@\" > \"$2/args.$$.tmp\"
-env > \"$2/env.$$.tmp\"
-mv \"$2/args.$$.tmp\" \"$2/args.$$\"
-mv \"$2/env.$$.tmp\" \"$2/env.$$\"
+# $1 is the mode word (worker); the job's one argument, the output directory, comes in
+# its spec.
+out=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')
+echo \"$@\" > \"$out/args.$$.tmp\"
+env > \"$out/env.$$.tmp\"
+mv \"$out/args.$$.tmp\" \"$out/args.$$\"
+mv \"$out/env.$$.tmp\" \"$out/env.$$\"
 echo 'worker failing on purpose' >&2
 exit 7
 ";
@@ -237,14 +239,28 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
             .map(str::to_owned)
     };
     assert_eq!(var("FLOE_JOB_MANAGER").as_deref(), Some(jm.url()));
-    assert_eq!(var("FLOE_TOKEN").as_deref(), Some(jm.token()));
     let spec: WorkerSpec = serde_json::from_str(&var("FLOE_WORKER_SPEC").expect("FLOE_WORKER_SPEC is set")).unwrap();
+    // Not the job manager's token (which the task manager has): the attempt's credential.
+    let credential = var("FLOE_TOKEN").expect("the worker has a credential");
+    assert_ne!(credential, jm.token());
+    assert_eq!(credential, spec.token.0);
+    assert_eq!(format!("{:?}", spec.token), "<redacted>");
+    assert_eq!(spec.args, vec![out_dir.path().display().to_string()]);
+    // Its state directory: the task manager's, per job, private.
+    let state = PathBuf::from(var("FLOE_WORKER_STATE_DIR").expect("a state directory"));
+    assert_eq!(state, tm_dir.path().canonicalize().unwrap().join("state").join(&job.id));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&state).unwrap().permissions().mode() & 0o777, 0o700);
     assert_eq!(spec.job, job.id);
     assert_eq!(spec.artifact, artifact.sha256);
     assert_eq!(spec.worker, 0);
     let args_file = env_file.with_file_name(env_file.file_name().unwrap().to_string_lossy().replace("env.", "args."));
     let worker_args = wait_for("the worker's arguments", || fs::read_to_string(&args_file).ok());
-    assert_eq!(worker_args.trim(), format!("worker {}", out_dir.path().display()));
+    assert_eq!(
+        worker_args.trim(),
+        "worker",
+        "the job's arguments are not on its command line"
+    );
     // The artifact was stored under its sha256, executable.
     assert!(tm_dir.path().join("artifacts").join(&artifact.sha256).is_file());
 
@@ -289,7 +305,8 @@ fn a_task_manager_gives_up_when_the_job_manager_stays_unreachable() {
 
 /// A job "binary" that records its pid in the directory it is given and sleeps.
 const SLEEPING_JOB: &str = "#!/bin/sh
-echo $$ > \"$2/pid.$$.tmp\" && mv \"$2/pid.$$.tmp\" \"$2/pid.$$\"
+out=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')
+echo $$ > \"$out/pid.$$.tmp\" && mv \"$out/pid.$$.tmp\" \"$out/pid.$$\"
 exec sleep 600
 ";
 

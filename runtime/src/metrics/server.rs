@@ -1,11 +1,13 @@
 //! A tiny HTTP endpoint for Prometheus: `GET /metrics` answers with a registry in the text
-//! exposition format, `GET /health` with `ok`. One thread, one request per connection, no
-//! request body read: enough for a scraper, nothing a user can send makes it allocate more
-//! than a few kilobytes or panic.
+//! exposition format, `GET /health` with `ok`. One request per connection, each connection
+//! on a thread of its own (at most [`MAX_CONNECTIONS`] at once; more are answered `503`
+//! at once), so a slow or silent client never holds up a scrape; no request body read:
+//! nothing a user can send makes it allocate more than a few kilobytes per connection or
+//! panic.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -14,6 +16,10 @@ use super::Registry;
 
 /// The most of a request head read before answering 431.
 const MAX_HEAD: usize = 8 * 1024;
+/// Connections served at once; the next ones are answered `503` without being read.
+pub const MAX_CONNECTIONS: usize = 32;
+/// How long a client has to send its request head, and to take the answer.
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Serves a registry over HTTP until dropped.
 ///
@@ -46,14 +52,13 @@ impl MetricsServer {
         let stop = Arc::new(AtomicBool::new(false));
         let flag = stop.clone();
         let thread = std::thread::Builder::new().name("metrics-http".into()).spawn(move || {
+            let active = Arc::new(AtomicUsize::new(0));
             for conn in listener.incoming() {
                 if flag.load(Ordering::SeqCst) {
                     break;
                 }
                 if let Ok(stream) = conn {
-                    if let Err(e) = answer(stream, &registry) {
-                        tracing::debug!(error = %e, "metrics endpoint: a request failed");
-                    }
+                    serve(stream, &registry, &active);
                 }
             }
         })?;
@@ -81,10 +86,40 @@ impl Drop for MetricsServer {
     }
 }
 
+/// Answers `stream` on a thread of its own, or `503` at once when [`MAX_CONNECTIONS`] are
+/// being served.
+fn serve(mut stream: TcpStream, registry: &Registry, active: &Arc<AtomicUsize>) {
+    if active.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+        active.fetch_sub(1, Ordering::SeqCst);
+        let _ = stream
+            .set_write_timeout(Some(Duration::from_millis(200)))
+            .and_then(|()| {
+                respond(
+                    &mut stream,
+                    "503 Service Unavailable",
+                    "text/plain",
+                    "busy: try again\n",
+                )
+            });
+        return;
+    }
+    let (registry, done) = (registry.clone(), active.clone());
+    let spawned = std::thread::Builder::new().name("metrics-conn".into()).spawn(move || {
+        if let Err(e) = answer(stream, &registry) {
+            tracing::debug!(error = %e, "metrics endpoint: a request failed");
+        }
+        done.fetch_sub(1, Ordering::SeqCst);
+    });
+    if let Err(e) = spawned {
+        active.fetch_sub(1, Ordering::SeqCst);
+        tracing::warn!(error = %e, "metrics endpoint: cannot start a connection thread");
+    }
+}
+
 /// Reads one request head and answers it.
 fn answer(mut stream: TcpStream, registry: &Registry) -> io::Result<()> {
-    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
-    stream.set_write_timeout(Some(Duration::from_secs(5)))?;
+    stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -177,5 +212,33 @@ mod tests {
         assert!(get(addr, &huge).starts_with("HTTP/1.1 431"));
         drop(server);
         assert!(TcpStream::connect(addr).is_err(), "the endpoint is closed once dropped");
+    }
+
+    #[test]
+    fn silent_clients_do_not_hold_up_a_scrape() {
+        let registry = Registry::new();
+        registry.counter("floe_test_total", "A test", &[]).add(7);
+        let server = MetricsServer::start("127.0.0.1:0", registry).unwrap();
+        // Connections that never send a request: each is held for CLIENT_TIMEOUT, so served
+        // one after another they would delay the scrape below by minutes.
+        let silent: Vec<TcpStream> = (0..MAX_CONNECTIONS - 1)
+            .map(|_| TcpStream::connect(server.addr()).unwrap())
+            .collect();
+        let mut c = TcpStream::connect(server.addr()).unwrap();
+        // Less than one client timeout: the scrape must not wait for any silent client.
+        c.set_read_timeout(Some(CLIENT_TIMEOUT / 2)).unwrap();
+        c.write_all(b"GET /metrics HTTP/1.1\r\n\r\n").unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out)
+            .expect("the scrape is answered while silent clients wait");
+        assert!(out.contains("floe_test_total 7"), "{out}");
+        // One more than the cap is turned away at once rather than queued.
+        let extra: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(server.addr()).unwrap()).collect();
+        let mut busy = TcpStream::connect(server.addr()).unwrap();
+        busy.set_read_timeout(Some(CLIENT_TIMEOUT / 2)).unwrap();
+        let mut answer = String::new();
+        busy.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+        drop((silent, extra));
     }
 }

@@ -50,8 +50,11 @@
 //! metadata (tansu, the broker these tests run against, drops it; Apache Kafka keeps it):
 //! a marker left under the same prefix by another run of the job can never be mistaken
 //! for this one's. An offset beyond the partition's end is accepted (Apache Kafka does not
-//! check committed offsets against the log; tansu accepts it too, and applies a
-//! transaction's offset commit only if the transaction commits). Marker groups expire
+//! check committed offsets against the log; tansu accepts it too). tansu applies a
+//! transaction's offset commit when the transaction commits, never for one aborted or
+//! fenced (`the_broker_applies_a_transactions_offset_commit_only_when_it_commits` in
+//! `tests/kafka_sink.rs`), and, as a probe found, not at all for a transaction that wrote no
+//! record: the sink never commits an epoch without records. Marker groups expire
 //! with the broker's `offsets.retention.minutes` (7 days by default): restoring a
 //! checkpoint older than that may write its pending epochs a second time.
 //!
@@ -68,17 +71,25 @@
 //! exactly-once delivery commits everything at the end of the input, in one transaction.
 //! The topic must exist before the job starts (its partition 0 carries the markers).
 //!
-//! # Checking exactly-once: the `floe.*` headers
+//! # The `floe.*` headers, and how exactly-once is checked
 //!
 //! Exactly-once delivery stamps every record with [`eos_headers`]: `floe.txn`
-//! (transactional id), `floe.subtask` (the subtask that read the input), `floe.attempt`,
-//! `floe.epoch` (the checkpoint) and `floe.seq` (the index within the subtask's epoch). A
-//! consumer with `isolation.level=read_committed` on Apache Kafka sees committed
-//! transactions only. Neither broker that runs on Floe's build machines (tansu,
-//! librdkafka's mock cluster) hides aborted transactions from such consumers, so
-//! **broker-enforced isolation was not verified**; instead, a reader that counts each
-//! `(subtask, epoch, seq)` once ([`EosStamp`]), only for epochs of completed checkpoints,
-//! sees every record exactly once, and this is what the tests check.
+//! (transactional id), `floe.subtask` (the subtask that read the input), `floe.attempt` (the
+//! run that read it), `floe.epoch` (the checkpoint), `floe.seq` (the index within the
+//! subtask's epoch) and `floe.committed.by` (the run that committed the transaction: a later
+//! one for an epoch that a restored run committed). They say where a record came from; they
+//! cannot prove exactly-once, since a transaction committed twice would carry the same origin
+//! twice (only `floe.committed.by` would tell the copies apart).
+//!
+//! A consumer with `isolation.level=read_committed` on Apache Kafka sees committed
+//! transactions only. The brokers that run on Floe's build machines do not hide aborted
+//! transactions from such consumers (tansu writes correct COMMIT and ABORT markers but never
+//! fills Fetch's aborted-transactions list; librdkafka's mock cluster writes no markers), so
+//! Floe's tests read the raw log instead
+//! ([`log::read_committed`](crate::kafka::log::read_committed): a transaction's
+//! records count once its COMMIT marker follows them) and check, by an id each input
+//! carries into the output, that every input is explained by exactly one committed output
+//! ([`testing::check_exactly_once`](crate::kafka::testing::check_exactly_once)).
 //!
 //! # Dead letters
 //!
@@ -88,10 +99,12 @@
 
 mod builder;
 mod dead_letters;
+mod log_check;
 mod producer;
 mod serialize;
 mod transactional;
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -349,6 +362,7 @@ impl<T> KafkaSink<T> {
         let marker = MarkerConsumer::new(&spec.config, marker_group(&item.prefix, item.origin, item.attempt))?;
         let use_own =
             spec.delivery != Delivery::ExactlyOnce || self.run.as_ref().is_some_and(|r| r.transactional_id == txn_id);
+        let partitions = self.run.as_ref().and_then(|r| r.partitions);
         let mut other = if use_own {
             None
         } else {
@@ -360,6 +374,8 @@ impl<T> KafkaSink<T> {
         };
         // Read after fencing: no transaction of the old subtask can still move the marker.
         let committed = marker.read(&spec.topic)?;
+        // The epochs found committed in the output topic, read once if a marker is missing.
+        let mut in_log: Option<Option<BTreeSet<u64>>> = None;
         for epoch in &item.epochs {
             if already_committed(committed, item.attempt, epoch.epoch) {
                 info!(
@@ -370,10 +386,26 @@ impl<T> KafkaSink<T> {
                 spec.metrics.counters.skipped.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
+            if let (Delivery::ExactlyOnce, Some(n)) = (spec.delivery, partitions) {
+                let found = in_log.get_or_insert_with(|| {
+                    log_check::committed_epochs(&spec.config, &spec.topic, n, &txn_id, item.origin, item.attempt)
+                });
+                if found.as_ref().is_some_and(|f| f.contains(&epoch.epoch)) {
+                    warn!(
+                        origin = item.origin,
+                        epoch = epoch.epoch,
+                        marker = ?committed,
+                        "pending epoch is committed in the topic although its commit marker is missing: not committed again"
+                    );
+                    spec.metrics.counters.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+            }
             info!(
                 origin = item.origin,
                 epoch = epoch.epoch,
                 records = epoch.records.len(),
+                marker = ?committed,
                 "committing a restored pending epoch"
             );
             if spec.delivery == Delivery::ExactlyOnce {
@@ -382,12 +414,13 @@ impl<T> KafkaSink<T> {
                     transactional_id: &txn_id,
                     origin: item.origin,
                     attempt: item.attempt,
+                    committer: info.attempt,
                     epoch,
                 };
                 commit_epoch(producer, &marker, &c, &spec.metrics)?;
             } else {
                 // The job left exactly-once delivery: write the epoch at least once.
-                let stamp = Stamp::new(&txn_id, item.origin, item.attempt, epoch.epoch);
+                let stamp = Stamp::new(&txn_id, item.origin, item.attempt, epoch.epoch, info.attempt);
                 let mut scratch = String::new();
                 for (seq, r) in epoch.records.iter().enumerate() {
                     producer.send(OutRecord {
@@ -425,6 +458,7 @@ impl<T> KafkaSink<T> {
                 transactional_id: &run.transactional_id,
                 origin: run.subtask,
                 attempt: run.attempt,
+                committer: run.attempt,
                 epoch,
             };
             commit_epoch(&mut run.producer, marker, &c, &spec.metrics)?;

@@ -20,9 +20,8 @@ use super::producer::{kafka_error, OutRecord, SinkProducer, BROKER_TIMEOUT};
 use super::KafkaSinkMetrics;
 use crate::kafka::KafkaConfig;
 
-/// Names of the headers that exactly-once delivery stamps on every record, so that
-/// exactly-once can be checked by reading the topic, even on brokers that do not hide
-/// aborted transactions (see [`EosStamp`]).
+/// Names of the headers that exactly-once delivery stamps on every record: where the record
+/// came from and which run committed it (see [`EosStamp`]).
 pub mod headers {
     /// The transactional id that wrote the record (`<prefix>-<subtask>`).
     pub const TXN: &str = "floe.txn";
@@ -34,12 +33,18 @@ pub mod headers {
     pub const EPOCH: &str = "floe.epoch";
     /// The record's index within its subtask's epoch, from 0 (decimal).
     pub const SEQ: &str = "floe.seq";
+    /// The attempt (run) of the job that committed the record's transaction (hexadecimal):
+    /// the same as [`ATTEMPT`] unless a restored run committed an epoch that a crash left
+    /// uncommitted. Two records with the same subtask, attempt, epoch and seq are the same
+    /// output; if they were ever both committed, this header tells the two commits apart.
+    pub const COMMITTED_BY: &str = "floe.committed.by";
 }
 
-/// Where a record written with exactly-once delivery came from, read back from its
-/// [`headers`]. A reader that counts each `(subtask, epoch, seq)` once, and only for epochs of
-/// completed checkpoints, sees every record of the job exactly once, whether or not the
-/// broker hides aborted transactions.
+/// Where a record written with exactly-once delivery came from, and which run committed it,
+/// read back from its [`headers`]. These are the sink's own bookkeeping: they say where to
+/// look, but checking exactly-once by them is circular (a transaction committed twice
+/// carries the same stamps twice). Floe's tests check the committed log instead
+/// (`floe_operators::kafka::log::read_committed`, and the tests' ledger).
 ///
 /// ```
 /// use floe_operators::kafka::sink::EosStamp;
@@ -49,9 +54,11 @@ pub mod headers {
 ///     .insert(Header { key: "floe.subtask", value: Some("0") })
 ///     .insert(Header { key: "floe.attempt", value: Some("1f") })
 ///     .insert(Header { key: "floe.epoch", value: Some("3") })
-///     .insert(Header { key: "floe.seq", value: Some("12") });
+///     .insert(Header { key: "floe.seq", value: Some("12") })
+///     .insert(Header { key: "floe.committed.by", value: Some("20") });
 /// let stamp = EosStamp::from_headers(&h).unwrap();
 /// assert_eq!((stamp.subtask, stamp.attempt, stamp.epoch, stamp.seq), (0, 0x1f, 3, 12));
+/// assert_eq!(stamp.committed_by, Some(0x20), "committed by a restored run");
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EosStamp {
@@ -65,12 +72,16 @@ pub struct EosStamp {
     pub epoch: u64,
     /// The record's index within its subtask's epoch.
     pub seq: u64,
+    /// The attempt that committed the record's transaction (`None` for records written
+    /// before Floe stamped it).
+    pub committed_by: Option<u64>,
 }
 
 impl EosStamp {
-    /// The stamp in a record's headers, if it has all five.
+    /// The stamp in a record's headers, if it has the five of its origin.
     pub fn from_headers<H: Headers>(headers: &H) -> Option<EosStamp> {
         let (mut txn, mut subtask, mut attempt, mut epoch, mut seq) = (None, None, None, None, None);
+        let mut committed_by = None;
         for h in headers.iter() {
             let Some(v) = h.value.and_then(|v| std::str::from_utf8(v).ok()) else {
                 continue;
@@ -81,6 +92,7 @@ impl EosStamp {
                 headers::ATTEMPT => attempt = u64::from_str_radix(v, 16).ok(),
                 headers::EPOCH => epoch = v.parse().ok(),
                 headers::SEQ => seq = v.parse().ok(),
+                headers::COMMITTED_BY => committed_by = u64::from_str_radix(v, 16).ok(),
                 _ => {}
             }
         }
@@ -90,6 +102,7 @@ impl EosStamp {
             attempt: attempt?,
             epoch: epoch?,
             seq: seq?,
+            committed_by,
         })
     }
 }
@@ -407,23 +420,27 @@ pub(crate) struct Stamp<'a> {
     pub subtask: String,
     pub attempt: String,
     pub epoch: String,
+    pub committed_by: String,
 }
 
 impl<'a> Stamp<'a> {
-    pub(crate) fn new(transactional_id: &'a str, subtask: usize, attempt: u64, epoch: u64) -> Self {
+    /// The stamp of epoch `epoch` of subtask `subtask` in attempt `attempt`, committed by
+    /// attempt `committed_by` (a restored run commits an earlier attempt's epochs).
+    pub(crate) fn new(transactional_id: &'a str, subtask: usize, attempt: u64, epoch: u64, committed_by: u64) -> Self {
         Stamp {
             transactional_id,
             subtask: subtask.to_string(),
             attempt: format!("{attempt:x}"),
             epoch: epoch.to_string(),
+            committed_by: format!("{committed_by:x}"),
         }
     }
 
-    /// The user's headers followed by the five stamp headers of record `seq`.
+    /// The user's headers followed by the six stamp headers of record `seq`.
     pub(crate) fn headers(&self, user: &[(&str, &[u8])], seq: u64, scratch: &mut String) -> OwnedHeaders {
         scratch.clear();
         let _ = write!(scratch, "{seq}");
-        let mut h = OwnedHeaders::new_with_capacity(user.len() + 5);
+        let mut h = OwnedHeaders::new_with_capacity(user.len() + 6);
         for (name, value) in user {
             h = h.insert(Header {
                 key: name,
@@ -436,6 +453,7 @@ impl<'a> Stamp<'a> {
             (headers::ATTEMPT, self.attempt.as_str()),
             (headers::EPOCH, self.epoch.as_str()),
             (headers::SEQ, scratch.as_str()),
+            (headers::COMMITTED_BY, self.committed_by.as_str()),
         ] {
             h = h.insert(Header {
                 key,
@@ -451,7 +469,10 @@ pub(crate) struct EpochCommit<'a> {
     pub topic: &'a str,
     pub transactional_id: &'a str,
     pub origin: usize,
+    /// The attempt that wrote the epoch (its marker group's).
     pub attempt: u64,
+    /// The attempt that commits it now.
+    pub committer: u64,
     pub epoch: &'a PendingEpoch,
 }
 
@@ -503,7 +524,7 @@ fn write_and_commit(
     what: &str,
     fenced: &mut bool,
 ) -> Result<()> {
-    let stamp = Stamp::new(c.transactional_id, c.origin, c.attempt, c.epoch.epoch);
+    let stamp = Stamp::new(c.transactional_id, c.origin, c.attempt, c.epoch.epoch, c.committer);
     let mut scratch = String::new();
     for (seq, r) in c.epoch.records.iter().enumerate() {
         producer.send(OutRecord {
@@ -671,10 +692,10 @@ mod tests {
 
     #[test]
     fn stamps_follow_user_headers_and_read_back() {
-        let stamp = Stamp::new("p-1", 1, 0xbeef, 9);
+        let stamp = Stamp::new("p-1", 1, 0xbeef, 9, 0xbef0);
         let mut scratch = String::new();
         let h = stamp.headers(&[("user", b"u")], 42, &mut scratch);
-        assert_eq!(h.count(), 6);
+        assert_eq!(h.count(), 7);
         assert_eq!(h.get(0).key, "user");
         assert_eq!(
             EosStamp::from_headers(&h),
@@ -683,7 +704,8 @@ mod tests {
                 subtask: 1,
                 attempt: 0xbeef,
                 epoch: 9,
-                seq: 42
+                seq: 42,
+                committed_by: Some(0xbef0),
             })
         );
         let partial = OwnedHeaders::new().insert(Header {

@@ -592,9 +592,11 @@ impl Cluster {
                 restore_from: restore_from.clone(),
                 host: host.clone(),
                 secret: secret.clone(),
+                // The REST credential is derived by the HTTP layer from the job manager's token.
+                token: Default::default(),
             };
             if let Some(tm) = self.tms.get_mut(tm_id) {
-                tm.commands.push(TmCommand::Deploy { spec });
+                tm.commands.push(TmCommand::Deploy { spec: Box::new(spec) });
             }
             workers.push(AttemptWorker {
                 tm: tm_id.clone(),

@@ -64,7 +64,7 @@ fn deploys(c: &mut Cluster, tm: &str) -> Vec<WorkerSpec> {
         .unwrap()
         .into_iter()
         .filter_map(|cmd| match cmd {
-            TmCommand::Deploy { spec } => Some(spec),
+            TmCommand::Deploy { spec } => Some(*spec),
             _ => None,
         })
         .collect()

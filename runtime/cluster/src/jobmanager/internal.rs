@@ -8,12 +8,13 @@ use axum::extract::State;
 use axum::Json;
 
 use crate::protocol::{
-    Heartbeat, HeartbeatResponse, Peers, RegisterRequest, RegisterResponse, WorkerCommand, WorkerEvent, WorkerHello,
+    Heartbeat, HeartbeatResponse, Peers, RegisterRequest, RegisterResponse, Secret, TmCommand, WorkerCommand,
+    WorkerEvent, WorkerHello,
 };
 
 use super::api::{ApiFailure, ApiJson, ApiPath, ApiQuery, ApiResult, WaitQuery};
 use super::shared::{poll_wait, Shared};
-use super::token::random_hex;
+use super::token::{attempt_token, random_hex};
 
 /// `POST /api/v1/taskmanagers`.
 pub(crate) async fn register(
@@ -51,10 +52,17 @@ pub(crate) async fn heartbeat(
         .await
         .unwrap_or_else(|| shared.inspect(|c| c.take_tm_commands(&tm)));
     Ok(match commands {
-        Some(commands) => Json(HeartbeatResponse {
-            commands,
-            unknown: false,
-        }),
+        Some(mut commands) => {
+            for c in &mut commands {
+                if let TmCommand::Deploy { spec } = c {
+                    spec.token = Secret(attempt_token(&shared.token, spec.attempt));
+                }
+            }
+            Json(HeartbeatResponse {
+                commands,
+                unknown: false,
+            })
+        }
         None => unknown(),
     })
 }

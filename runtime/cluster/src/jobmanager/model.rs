@@ -112,7 +112,8 @@ impl JobRecord {
         JobDetail {
             summary: self.summary(),
             artifact: self.artifact.clone(),
-            args: self.args.clone(),
+            // Shown to every client: secrets in the arguments are hidden.
+            args: crate::redact::redact_args(&self.args),
             restart: self.restart.clone(),
             history: self.history.clone(),
             graph: self.graph.clone(),

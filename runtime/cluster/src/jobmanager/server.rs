@@ -14,7 +14,7 @@ use axum::Router;
 
 use super::api::ApiFailure;
 use super::shared::Shared;
-use super::token::tokens_equal;
+use super::token::{attempt_of, attempt_token, tokens_equal};
 use super::{artifacts, internal, jobs_api};
 
 /// How often timeouts, due restarts and scheduling are checked.
@@ -70,10 +70,19 @@ async fn require_token(State(shared): State<Arc<Shared>>, req: Request, next: Ne
             "missing bearer token: pass --token or set FLOE_TOKEN",
         )
         .into_response(),
-        Some(token) if !tokens_equal(token, &shared.token) => {
-            ApiFailure::new(StatusCode::UNAUTHORIZED, "wrong token").into_response()
+        Some(token) if tokens_equal(token, &shared.token) => next.run(req).await,
+        // A worker's credential, on its own attempt's endpoints.
+        Some(token)
+            if attempt_of(req.uri().path())
+                .is_some_and(|attempt| tokens_equal(token, &attempt_token(&shared.token, attempt))) =>
+        {
+            next.run(req).await
         }
-        Some(_) => next.run(req).await,
+        Some(_) => ApiFailure::new(
+            StatusCode::UNAUTHORIZED,
+            "wrong token (a worker's credential opens only its own attempt's endpoints)",
+        )
+        .into_response(),
     }
 }
 

@@ -5,9 +5,11 @@
 
 use std::fs::{self, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+
+use floe_runtime::private_dir;
 
 use crate::error::{ClusterError, Result};
 
@@ -107,11 +109,6 @@ impl Store {
             Err(e) => Err(ClusterError::io(format!("reading {}", path.display()), e)),
         }
     }
-}
-
-/// Creates a directory (and its parents) readable by the owner only.
-fn private_dir(dir: &Path) -> std::io::Result<()> {
-    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
 }
 
 /// Whether `s` is a sha256 in lowercase hex.

@@ -1,11 +1,13 @@
 //! The bearer token: given, read from `<data-dir>/token`, or made up and written there with
-//! mode 0600; compared in constant time. Also random ids (from `/dev/urandom`).
+//! mode 0600; compared in constant time. The credentials of workers, derived from it per
+//! attempt. Also random ids (from `/dev/urandom`).
 
 use std::fs::OpenOptions;
 use std::io::{Read, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ClusterError, Result};
@@ -69,6 +71,37 @@ pub(crate) fn tokens_equal(given: &str, token: &str) -> bool {
     a.iter().zip(b.iter()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credential of the workers of attempt `attempt`: an HMAC-SHA256 of the attempt id
+/// keyed by the job manager's token. Workers get this rather than the token: it opens only
+/// their attempt's endpoints (see [`attempt_of`]), and the token cannot be worked out from
+/// it. Derived rather than stored, so it is the same after the job manager restarts and
+/// running workers go on reporting.
+pub(crate) fn attempt_token(token: &str, attempt: u64) -> String {
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(token.as_bytes()) else {
+        unreachable!("HMAC takes keys of any length")
+    };
+    mac.update(b"floe worker credential, attempt ");
+    mac.update(attempt.to_string().as_bytes());
+    format!("w.{}", hex::encode(mac.finalize().into_bytes()))
+}
+
+/// The attempt whose worker endpoints `path` is (`/api/v1/attempts/{attempt}/...`), if it is
+/// one: the only paths an attempt's credential opens.
+pub(crate) fn attempt_of(path: &str) -> Option<u64> {
+    let rest = path.strip_prefix("/api/v1/attempts/")?;
+    let (attempt, endpoint) = rest.split_once('/')?;
+    let known = endpoint == "peers"
+        || endpoint == "events"
+        || endpoint == "commands"
+        || endpoint
+            .strip_prefix("workers/")
+            .is_some_and(|w| !w.is_empty() && w.bytes().all(|b| b.is_ascii_digit()));
+    if !known || attempt.is_empty() || !attempt.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    attempt.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,5 +129,32 @@ mod tests {
         assert!(tokens_equal("abc", "abc"));
         assert!(!tokens_equal("abd", "abc"));
         assert!(!tokens_equal("", "abc"));
+    }
+
+    #[test]
+    fn attempt_credentials_open_their_attempt_only() {
+        let a = attempt_token("admin", 7);
+        assert_eq!(a, attempt_token("admin", 7), "the same after a restart");
+        assert_ne!(a, attempt_token("admin", 8), "another attempt");
+        assert_ne!(a, attempt_token("other", 7), "another job manager");
+        assert!(!a.contains("admin"));
+        assert_eq!(attempt_of("/api/v1/attempts/7/events"), Some(7));
+        assert_eq!(attempt_of("/api/v1/attempts/7/peers"), Some(7));
+        assert_eq!(attempt_of("/api/v1/attempts/7/commands"), Some(7));
+        assert_eq!(attempt_of("/api/v1/attempts/7/workers/1"), Some(7));
+        for other in [
+            "/api/v1/jobs/j-1/cancel",
+            "/api/v1/attempts/7",
+            "/api/v1/attempts/7/",
+            "/api/v1/attempts/7/workers/",
+            "/api/v1/attempts/7/workers/1/x",
+            "/api/v1/attempts/x7/events",
+            "/api/v1/attempts/+7/events",
+            "/api/v1/attempts/99999999999999999999999/events",
+            "/api/v1/artifacts/00",
+            "/metrics",
+        ] {
+            assert_eq!(attempt_of(other), None, "{other}");
+        }
     }
 }

@@ -20,7 +20,7 @@ use crate::client::{check_sha256, Client, ClusterArgs};
 use crate::error::{ClusterError, Result};
 use crate::protocol::{
     Heartbeat, RegisterRequest, RegisterResponse, TmCommand, WorkerSpec, WorkerState, CA_CERT_ENV, JOB_MANAGER_ENV,
-    TOKEN_ENV, WORKER_SPEC_ENV,
+    TOKEN_ENV, WORKER_SPEC_ENV, WORKER_STATE_DIR_ENV,
 };
 
 pub use process::{Launch, WorkerProcess};
@@ -43,7 +43,8 @@ pub struct TaskManagerArgs {
     /// Slots offered: subtasks this task manager runs at once (at least 1).
     #[arg(long, value_name = "N", default_value_t = 1, value_parser = parse_slots)]
     pub slots: usize,
-    /// Directory for downloaded job binaries (created if missing).
+    /// Directory for downloaded job binaries (`artifacts/`) and the local state of its
+    /// workers (`state/<job id>/`, private to this user); created if missing.
     #[arg(long, value_name = "DIR", default_value = "floe-tm")]
     pub work_dir: PathBuf,
     /// The address its workers listen on for data from other workers.
@@ -91,6 +92,8 @@ pub struct TaskManager {
     slots: usize,
     host: String,
     artifacts: PathBuf,
+    /// Where workers keep their local state, a directory per job.
+    state: PathBuf,
     workers: Arc<Mutex<Workers>>,
     shutdown: Shutdown,
     give_up_after: Duration,
@@ -121,11 +124,22 @@ impl TaskManager {
         let artifacts = artifacts
             .canonicalize()
             .map_err(|e| ClusterError::io(format!("cannot resolve {}", artifacts.display()), e))?;
+        let state = args.work_dir.join("state");
+        floe_runtime::private_dir(&state).map_err(|e| {
+            ClusterError::io(
+                format!("cannot create {} (choose another --work-dir)", state.display()),
+                e,
+            )
+        })?;
+        let state = state
+            .canonicalize()
+            .map_err(|e| ClusterError::io(format!("cannot resolve {}", state.display()), e))?;
         Ok(TaskManager {
             client,
             slots: args.slots,
             host: args.host.trim().to_owned(),
             artifacts,
+            state,
             workers: Arc::default(),
             shutdown: Shutdown::new(),
             give_up_after: GIVE_UP_AFTER,
@@ -291,6 +305,7 @@ impl TaskManager {
         let deployer = Deployer {
             client: self.client.clone(),
             artifacts: self.artifacts.clone(),
+            state: self.state.clone(),
             workers: Arc::clone(&self.workers),
             shutdown: self.shutdown.clone(),
         };
@@ -309,6 +324,7 @@ impl TaskManager {
 struct Deployer {
     client: Client,
     artifacts: PathBuf,
+    state: PathBuf,
     workers: Arc<Mutex<Workers>>,
     shutdown: Shutdown,
 }
@@ -353,23 +369,41 @@ impl Deployer {
     fn launch(&self, program: PathBuf, spec: &WorkerSpec) -> Result<Launch> {
         let spec_json = serde_json::to_string(spec)
             .map_err(|e| ClusterError::Other(format!("cannot encode the worker spec: {e}")))?;
-        let mut env = vec![
+        // The worker's own state directory, private to this user, named by the job's id.
+        if spec.job.is_empty()
+            || !spec
+                .job
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(ClusterError::Other(format!(
+                "job id {:?} cannot name a state directory",
+                spec.job
+            )));
+        }
+        let state = self.state.join(&spec.job);
+        floe_runtime::private_dir(&state)
+            .map_err(|e| ClusterError::io(format!("cannot create the state directory {}", state.display()), e))?;
+        // The attempt's credential, never the task manager's token (which the worker would
+        // otherwise inherit with the rest of the environment): it opens only the endpoints
+        // of the worker's own attempt.
+        let env = vec![
             (WORKER_SPEC_ENV.to_owned(), spec_json),
             (JOB_MANAGER_ENV.to_owned(), self.client.base_url().to_owned()),
+            (TOKEN_ENV.to_owned(), spec.token.0.clone()),
+            (WORKER_STATE_DIR_ENV.to_owned(), state.to_string_lossy().into_owned()),
         ];
-        if let Some(token) = self.client.token() {
-            env.push((TOKEN_ENV.to_owned(), token.to_owned()));
-        }
+        let mut env = env;
         if let Some(ca) = self.client.ca_cert() {
             // Absolute: workers run in a directory of their own.
             let ca = std::path::absolute(ca).unwrap_or_else(|_| ca.to_path_buf());
             env.push((CA_CERT_ENV.to_owned(), ca.to_string_lossy().into_owned()));
         }
-        let mut args = vec!["worker".to_owned()];
-        args.extend(spec.args.iter().cloned());
+        // The job's arguments travel in the spec (the environment, private to this user),
+        // not on the command line, which every user of the machine can read.
         Ok(Launch {
             program,
-            args,
+            args: vec!["worker".to_owned()],
             env,
             label: format!("[{} attempt {} worker {}]", spec.job, spec.attempt, spec.worker),
             forward_stderr: true,

@@ -1,7 +1,16 @@
-//! Real Kafka-protocol brokers for integration tests and demos: [`TestBroker`] starts a tansu
-//! broker process on a free 127.0.0.1 port (installed by `scripts/tansu.sh` if missing) and
-//! kills it when dropped; [`mock_cluster`] starts librdkafka's in-process mock cluster, for
-//! fault injection.
+//! Real Kafka-protocol brokers for integration tests and demos, and the exactly-once
+//! verifier: [`TestBroker`] starts a tansu broker process on a free 127.0.0.1 port
+//! (installed by `scripts/tansu.sh` if missing) and kills it when dropped; [`mock_cluster`]
+//! starts librdkafka's in-process mock cluster, for fault injection.
+//!
+//! The verifier reads a topic as a `read_committed` consumer would see it, from the raw
+//! record batches of the log ([`read_committed`] from [`crate::kafka::log`],
+//! [`TestBroker::read_committed`]: records of a transaction count once its COMMIT marker
+//! follows them), and checks that every expected
+//! input is explained by exactly one committed output and every output by an expected input
+//! ([`check_exactly_once`], [`Ledger`]), naming each input missing or doubled.
+
+mod ledger;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -15,6 +24,13 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 
 use super::KafkaConfig;
+
+pub use super::log::{
+    decode_batches, read_committed, read_committed_to_end, resolve_partition, Batch, BatchError, BatchRecord,
+    CommittedRead, CommittedRecord, Compression, ControlType, Decoded, Position, Unresolved, END_MARKER_HEADER,
+    MAX_BATCH_BYTES,
+};
+pub use ledger::{check_exactly_once, describe, Ledger, LedgerViolations, Miscount, Unreadable};
 
 /// The repository's `scripts/<name>`: found from the crate whose tests run (cargo sets
 /// `CARGO_MANIFEST_DIR` for them), else from where this crate was compiled. (A build cache
@@ -205,6 +221,14 @@ impl TestBroker {
     /// The certificate a TLS broker presents (to trust it as a CA), if it is one.
     pub fn tls_certificate(&self) -> Option<PathBuf> {
         self.tls.as_ref().map(|t| t.dir.join("cert.pem"))
+    }
+
+    /// `topic` as a `read_committed` consumer would see it, decided from the raw log (see
+    /// [`read_committed`]): everything committed before the call, from offset 0 of every
+    /// partition. Fetches from the broker's plaintext port (a TLS broker's too).
+    pub fn read_committed(&self, topic: &str) -> io::Result<CommittedRead> {
+        let raw = SocketAddr::from(([127, 0, 0, 1], self.port));
+        read_committed(&self.config(), raw, topic, Duration::from_secs(120))
     }
 
     /// Creates `topic` with `partitions` partitions.
