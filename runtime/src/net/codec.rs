@@ -111,8 +111,15 @@ pub(crate) fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<boo
             format!("bad frame length {len}"),
         ));
     }
-    buf.resize(len, 0);
-    r.read_exact(buf)?;
+    // Grows with the bytes that arrive, not with the length claimed.
+    buf.clear();
+    let got = r.take(len as u64).read_to_end(buf)?;
+    if got < len {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("frame cut short: {got} of {len} bytes"),
+        ));
+    }
     Ok(true)
 }
 

@@ -4,6 +4,8 @@
 //! the control plane (`control`: worker 0 coordinates checkpoints for all).
 
 pub(crate) mod codec;
+#[cfg(test)]
+mod codec_fuzz;
 pub(crate) mod control;
 pub(crate) mod data;
 pub(crate) mod io;
