@@ -38,7 +38,10 @@ fn consume(bytes: &[u8], chunk: usize) -> usize {
     let mut frames = 0;
     while let Ok(true) = read_frame(&mut r, &mut body) {
         frames += 1;
-        assert!(body.len() <= bytes.len(), "a frame body is never larger than what arrived");
+        assert!(
+            body.len() <= bytes.len(),
+            "a frame body is never larger than what arrived"
+        );
         let _ = decode_message(&body, &strings);
         let _ = decode_message(&body, &blobs);
     }
@@ -115,7 +118,11 @@ proptest! {
 
 #[test]
 fn the_valid_stream_reads_back_whole() {
-    assert_eq!(consume(&valid_stream(), 5), 6, "the fuzzing starts from frames that decode");
+    assert_eq!(
+        consume(&valid_stream(), 5),
+        6,
+        "the fuzzing starts from frames that decode"
+    );
 }
 
 #[test]
