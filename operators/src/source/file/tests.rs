@@ -475,3 +475,86 @@ fn csv_positions_restore_exactly_at_any_parallelism() {
         assert_eq!(seen, notes, "{p_before} -> {p_after}");
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 128, ..ProptestConfig::default() })]
+
+    /// Arbitrary bytes as a JSON-lines file: no panic, and every line that is not blank
+    /// comes out once, as a record or a bad record, whatever the limit, split and
+    /// parallelism.
+    #[test]
+    fn arbitrary_bytes_as_json_lines_are_records_or_bad_records(
+        bytes in prop::collection::vec(prop_oneof![3 => any::<u8>(), 1 => Just(b'\n'), 1 => Just(b' ')], 0..600),
+        max in 1usize..64,
+        split in 1u64..200,
+        p in 1usize..=3,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.jsonl");
+        std::fs::write(&path, &bytes).unwrap();
+        let mut expected = 0;
+        let mut lines: Vec<&[u8]> = bytes.split(|b| *b == b'\n').collect();
+        if bytes.last() == Some(&b'\n') || bytes.is_empty() {
+            lines.pop();
+        }
+        for line in lines {
+            let trimmed = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.len() > max || !trimmed.iter().all(u8::is_ascii_whitespace) {
+                expected += 1;
+            }
+        }
+        let (mut good, mut bad) = (0, Vec::new());
+        for s in 0..p {
+            let options = FileSourceOptions { split_size: split, errors_tag: Some(9), max_record_bytes: max, ..Default::default() };
+            let mut src = FileSource::<serde_json::Value>::new(vec![path.clone()], LineFormat::JsonLines, options);
+            let mut out = VecOutput::default();
+            drain_into(&mut src, info(s, p), &mut out).unwrap();
+            good += out.values::<serde_json::Value>().len();
+            bad.extend(out.side_values::<BadRecord>());
+        }
+        prop_assert_eq!(good + bad.len(), expected);
+        for b in &bad {
+            prop_assert!(b.offset < bytes.len() as u64 && b.line >= 1 && b.raw.len() <= 4 * 64 * 1024);
+        }
+    }
+
+    /// Arbitrary bytes as a CSV file: no panic, and every record the `csv` crate finds comes
+    /// out once, as a record or a bad record (those too long for a small limit as bad).
+    #[test]
+    fn arbitrary_bytes_as_csv_are_records_or_bad_records(
+        bytes in prop::collection::vec(prop_oneof![3 => any::<u8>(), 1 => Just(b'\n'), 1 => Just(b'"'), 1 => Just(b',')], 0..600),
+        max in 1usize..64,
+        split in 1u64..200,
+        p in 1usize..=3,
+    ) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("fuzz.csv");
+        std::fs::write(&path, &bytes).unwrap();
+        let oracle: Vec<csv::ByteRecord> = csv::ReaderBuilder::new()
+            .has_headers(false)
+            .flexible(true)
+            .from_reader(&bytes[..])
+            .byte_records()
+            .map(|r| r.unwrap())
+            .collect();
+        let blank = oracle.iter().filter(|r| r.len() == 1 && r[0].iter().all(u8::is_ascii_whitespace)).count();
+        let csv = LineFormat::Csv { has_header: false, delimiter: b',' };
+        for limit in [usize::MAX / 2, max] {
+            let (mut good, mut bad) = (0, 0);
+            for s in 0..p {
+                let options = FileSourceOptions { split_size: split, errors_tag: Some(9), max_record_bytes: limit, ..Default::default() };
+                let mut src = FileSource::<Vec<String>>::new(vec![path.clone()], csv.clone(), options);
+                let mut out = VecOutput::default();
+                drain_into(&mut src, info(s, p), &mut out).unwrap();
+                good += out.values::<Vec<String>>().len();
+                bad += out.side_values::<BadRecord>().len();
+            }
+            if limit > bytes.len() {
+                prop_assert_eq!(good + bad, oracle.len() - blank);
+            } else {
+                // A blank record over the limit is a bad record, not skipped.
+                prop_assert!(good + bad >= oracle.len() - blank && good + bad <= oracle.len());
+            }
+        }
+    }
+}
