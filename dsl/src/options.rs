@@ -46,6 +46,9 @@ pub struct EnvOptions {
     /// Stop the job at the first malformed input line instead of setting it aside
     #[arg(long, env = "FLOE_FAIL_ON_BAD_INPUT")]
     pub fail_on_bad_input: bool,
+    /// Longest record of a file source, in bytes; a longer one is a bad record [default: 1048576]
+    #[arg(long, env = "FLOE_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
     /// Directory of checkpoints: the job takes checkpoints there and, on start, resumes
     /// from the newest complete one
     #[arg(long, env = "FLOE_CHECKPOINT_DIR")]
@@ -105,6 +108,7 @@ struct FileOptions {
     channel_capacity: Option<usize>,
     no_chaining: Option<bool>,
     fail_on_bad_input: Option<bool>,
+    max_record_bytes: Option<usize>,
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval_ms: Option<u64>,
     checkpoint_retain: Option<usize>,
@@ -141,6 +145,8 @@ pub struct JobConfig {
     pub chaining: bool,
     /// Whether a malformed input line fails the job.
     pub fail_on_bad_input: bool,
+    /// Longest record a file source reads (bytes); longer ones are bad records.
+    pub max_record_bytes: usize,
     /// Where checkpoints go; `None` takes none.
     pub checkpoint_dir: Option<PathBuf>,
     /// Milliseconds between checkpoints (0: only the final one).
@@ -172,6 +178,7 @@ impl Default for JobConfig {
             channel_capacity: 8,
             chaining: true,
             fail_on_bad_input: false,
+            max_record_bytes: floe_operators::source::file::DEFAULT_MAX_RECORD_BYTES,
             checkpoint_dir: None,
             checkpoint_interval_ms: 5_000,
             checkpoint_retain: 3,
@@ -236,6 +243,10 @@ impl EnvOptions {
                 .unwrap_or(d.channel_capacity),
             chaining: !(self.no_chaining || file.no_chaining.unwrap_or(false)),
             fail_on_bad_input: self.fail_on_bad_input || file.fail_on_bad_input.unwrap_or(false),
+            max_record_bytes: self
+                .max_record_bytes
+                .or(file.max_record_bytes)
+                .unwrap_or(d.max_record_bytes),
             checkpoint_dir: self.checkpoint_dir.clone().or(file.checkpoint_dir),
             checkpoint_interval_ms: self
                 .checkpoint_interval_ms
@@ -322,6 +333,11 @@ impl JobConfig {
                 self.max_frame_bytes >> 20
             )));
         }
+        if self.max_record_bytes == 0 {
+            return Err(DslError::Config(
+                "--max-record-bytes must be at least 1 (the default is 1048576: 1 MiB)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -334,14 +350,22 @@ mod tests {
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("floe.toml");
-        std::fs::write(&path, "parallelism = 3\nbatch_size = 10\n").unwrap();
+        std::fs::write(&path, "parallelism = 3\nbatch_size = 10\nmax_record_bytes = 4096\n").unwrap();
         let o = EnvOptions {
             parallelism: Some(2),
-            config: Some(path),
+            config: Some(path.clone()),
             ..Default::default()
         };
         let c = o.resolve().unwrap();
         assert_eq!((c.parallelism, c.batch_size, c.channel_capacity), (2, 10, 8));
+        assert_eq!(c.max_record_bytes, 4096);
+        let o = EnvOptions {
+            max_record_bytes: Some(100),
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(o.resolve().unwrap().max_record_bytes, 100);
+        assert_eq!(EnvOptions::default().resolve().unwrap().max_record_bytes, 1 << 20);
     }
 
     #[test]
@@ -407,5 +431,10 @@ mod tests {
             ..Default::default()
         };
         assert!(o.resolve().unwrap_err().to_string().contains("missing.toml"));
+        let o = EnvOptions {
+            max_record_bytes: Some(0),
+            ..Default::default()
+        };
+        assert!(o.resolve().unwrap_err().to_string().contains("--max-record-bytes"));
     }
 }

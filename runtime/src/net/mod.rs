@@ -8,6 +8,8 @@
 pub(crate) mod accept;
 pub(crate) mod auth;
 pub(crate) mod codec;
+#[cfg(test)]
+mod codec_fuzz;
 pub(crate) mod control;
 pub(crate) mod data;
 pub(crate) mod io;
