@@ -360,6 +360,7 @@ impl<T> KafkaSink<T> {
         };
         // Read after fencing: no transaction of the old subtask can still move the marker.
         let committed = marker.read(&spec.topic)?;
+        floe_failpoints::failpoint!("restore.kafka-recover", &spec.topic);
         for epoch in &item.epochs {
             if already_committed(committed, item.attempt, epoch.epoch) {
                 info!(
