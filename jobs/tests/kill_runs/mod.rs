@@ -32,11 +32,33 @@ pub fn assert_exactly_once<I: Ord + Clone + Debug>(
     expected: impl IntoIterator<Item = I>,
     explain: impl FnMut(&Output) -> Result<Vec<I>, String>,
 ) -> usize {
-    let read = crate::common::committed(broker, topic);
+    let read = committed_outputs(broker, topic);
     if let Err(problems) = ledger(topic, expected, &read, explain) {
         panic!("{problems}");
     }
     read.len()
+}
+
+/// The committed records of `topic` (see [`assert_exactly_once`]).
+fn committed_outputs(broker: &TestBroker, topic: &str) -> Vec<Output> {
+    crate::common::committed(broker, topic)
+}
+
+/// Waits until `topic` holds at least `n` committed records (a job that follows its input
+/// has no end to wait for), failing the test after `timeout`.
+pub fn wait_for_outputs(broker: &TestBroker, topic: &str, n: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let got = committed_outputs(broker, topic).len();
+        if got >= n {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{topic}: {got} of {n} outputs after {timeout:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 /// The check of [`assert_exactly_once`] on outputs already read: `Err` says what is wrong.
@@ -227,21 +249,40 @@ pub fn assert_fraud_exact(
     payments: u64,
     malformed_every: u64,
 ) -> usize {
-    let all: Vec<floe_jobs::payments::Payment> = (0..payments).map(|i| profile.payment(i)).collect();
-    let expected: Vec<Vec<u64>> = floe_jobs::fraud::oracle(&all)
-        .into_iter()
-        .map(|a| a.event_ids)
-        .collect();
+    let expected = expected_alerts(profile, payments);
     assert!(expected.len() > 10, "the data raises alerts: {}", expected.len());
     let alerts = assert_exactly_once(broker, "fraud-alerts", expected, alert_payments);
-    // The load generator's malformed record after payment i (see floe_jobs::generator).
-    let malformed = all
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| malformed_every > 0 && *i as u64 % malformed_every == malformed_every - 1)
-        .map(|(_, p)| format!("{{\"user_id\":\"{}\",\"status\":\"MAYBE\"}}", p.user_id));
+    let malformed = malformed_payments(profile, payments, malformed_every);
     let dead = assert_exactly_once(broker, "payments-dlq", malformed, dead_letter_payload);
     alerts + dead
+}
+
+/// The alerts the fraud rule raises on the first `payments` of `profile` (what a fault-free
+/// run commits), each by its payments.
+pub fn expected_alerts(profile: &floe_jobs::payments::PaymentProfile, payments: u64) -> Vec<Vec<u64>> {
+    let all: Vec<floe_jobs::payments::Payment> = (0..payments).map(|i| profile.payment(i)).collect();
+    floe_jobs::fraud::oracle(&all)
+        .into_iter()
+        .map(|a| a.event_ids)
+        .collect()
+}
+
+/// The malformed records the load generator writes among the first `payments` of
+/// `profile`, one after every `malformed_every` (see `floe_jobs::generator`).
+pub fn malformed_payments(
+    profile: &floe_jobs::payments::PaymentProfile,
+    payments: u64,
+    malformed_every: u64,
+) -> Vec<String> {
+    (0..payments)
+        .filter(|i| malformed_every > 0 && i % malformed_every == malformed_every - 1)
+        .map(|i| {
+            format!(
+                "{{\"user_id\":\"{}\",\"status\":\"MAYBE\"}}",
+                profile.payment(i).user_id
+            )
+        })
+        .collect()
 }
 
 /// Fails unless a run restored the newest complete checkpoint that was on disk when it
