@@ -630,8 +630,10 @@ mod tests {
         assert_eq!(log.restored(), Some(12));
         assert_eq!(log.completed(), vec![13, 14]);
         assert!(log.sigkilled() && !log.fresh_start());
-        let mut f = Figures::default();
-        f.recovery = (1..=100).map(Duration::from_millis).collect();
+        let f = Figures {
+            recovery: (1..=100).map(Duration::from_millis).collect(),
+            ..Figures::default()
+        };
         assert_eq!(f.recovery_percentile(50), Duration::from_millis(50));
         assert_eq!(f.recovery_percentile(99), Duration::from_millis(99));
         assert_eq!(f.recovery_percentile(100), Duration::from_millis(100));
