@@ -108,7 +108,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
         rate,
         malformed_every: MALFORMED_EVERY,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = kill_runs::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
         .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])

@@ -127,7 +127,7 @@ fn fraud_case(target: &str, at: u64) {
         rate: 4_000,
         malformed_every: MALFORMED_EVERY,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = kill_runs::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
     let chk = dir.path().join("chk");
     kill_at_then_finish(

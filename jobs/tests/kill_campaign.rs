@@ -140,7 +140,7 @@ fn fraud_survives_a_seeded_sigkill_campaign() {
         rate,
         malformed_every: MALFORMED_EVERY,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = kill_runs::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
     let chk = dir.path().join("chk");
     let started = Instant::now();

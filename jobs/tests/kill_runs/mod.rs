@@ -188,6 +188,21 @@ pub fn broker() -> TestBroker {
     broker
 }
 
+/// Producer properties of the tests' input writers: one record per batch (the test broker
+/// reports wrong end offsets after batches of several records, which the bounded last run
+/// relies on), and a short queue, so that a writer asked for more than the broker takes
+/// slows down to it instead of piling up a backlog no final flush can deliver in time.
+pub fn load_producer() -> [(&'static str, &'static str); 2] {
+    [("batch.num.messages", "1"), ("queue.buffering.max.messages", "2000")]
+}
+
+/// The client configuration of a payment writer (see [`load_producer`]).
+pub fn payments_writer(broker: &TestBroker) -> floe_dsl::kafka::KafkaConfig {
+    load_producer()
+        .iter()
+        .fold(broker.config(), |config, (k, v)| config.set(*k, *v))
+}
+
 /// Writes `kafka-counts` input at about `rate` records a second: event `i` is
 /// `{"key": "k<i % KEYS>", "seq": <i / KEYS>}` keyed by its key (each key's events in order
 /// in one partition), and after every `BAD_EVERY` a malformed record, each different (cut
@@ -196,9 +211,7 @@ pub fn broker() -> TestBroker {
 pub fn write_counts_input(brokers: String, events: u64, rate: u64) -> Vec<String> {
     use rdkafka::producer::{BaseProducer, Producer};
     let producer: BaseProducer = floe_dsl::kafka::KafkaConfig::new(brokers)
-        // One record per batch: the test broker reports wrong end offsets after batches of
-        // several records, which the bounded last run relies on.
-        .client_config(&[("batch.num.messages", "1"), ("queue.buffering.max.messages", "1000000")])
+        .client_config(&load_producer())
         .create()
         .unwrap();
     let mut bad = Vec::new();
