@@ -211,6 +211,7 @@ impl Coordinator {
                     let Some(p) = pending.as_mut().filter(|p| p.barrier.id == id) else {
                         continue; // an abandoned checkpoint
                     };
+                    floe_failpoints::failpoint!("checkpoint.ack-received");
                     let files = of_task(&mut p.files, task, "an acknowledgement")?;
                     for (node, subtask, snapshot) in states {
                         files.push(self.storage.write_state(id, node, subtask, &snapshot)?);
@@ -284,6 +285,7 @@ impl Coordinator {
             is_savepoint,
         };
         self.next_id += 1;
+        floe_failpoints::failpoint!("checkpoint.trigger");
         for s in &self.sources {
             self.tasks[*s].send(Control::Barrier(barrier));
         }
@@ -326,9 +328,11 @@ impl Coordinator {
             ms = p.started.elapsed().as_millis() as u64,
             "checkpoint complete"
         );
+        floe_failpoints::failpoint!("checkpoint.before-notify");
         for t in &self.tasks {
             t.send(Control::CheckpointComplete(p.barrier.id));
         }
+        floe_failpoints::failpoint!("checkpoint.after-notify");
         Ok(())
     }
 }

@@ -374,6 +374,7 @@ impl<T> KafkaSink<T> {
         };
         // Read after fencing: no transaction of the old subtask can still move the marker.
         let committed = marker.read(&spec.topic)?;
+        floe_failpoints::failpoint!("restore.kafka-recover", &spec.topic);
         // The epochs found committed in the output topic, read once if a marker is missing.
         let mut in_log: Option<Option<BTreeSet<u64>>> = None;
         for epoch in &item.epochs {

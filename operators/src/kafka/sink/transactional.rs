@@ -555,6 +555,7 @@ fn write_and_commit(
         .send_offsets_to_transaction(&tpl, &marker.group_metadata()?, BROKER_TIMEOUT)
         .map_err(&mut txn)?;
     let mut tries = 0;
+    floe_failpoints::failpoint!("kafka.before-commit", c.topic);
     loop {
         match producer.inner().commit_transaction(BROKER_TIMEOUT) {
             Ok(()) => break,
@@ -565,6 +566,7 @@ fn write_and_commit(
             Err(e) => return Err(txn(e)),
         }
     }
+    floe_failpoints::failpoint!("kafka.after-commit", c.topic);
     // A failed record fails the commit; this catches any the callbacks saw too.
     producer.poll();
     producer.check()
