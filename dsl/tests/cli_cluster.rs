@@ -112,7 +112,10 @@ fn text(bytes: &[u8]) -> String {
 /// A "job binary": a shell script.
 fn job_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
-    fs::write(&path, format!("#!/bin/sh\n{body}")).unwrap();
+    // Task managers start workers as `<binary> worker`; the job's arguments are in the
+    // spec, and `$arg1` is the first.
+    let arg1 = "arg1=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')";
+    fs::write(&path, format!("#!/bin/sh\n{arg1}\n{body}")).unwrap();
     path
 }
 
@@ -324,9 +327,9 @@ fn workers_die_with_their_task_manager() {
     let binary = job_script(
         dir.path(),
         "lifeline",
-        "echo $$ > \"$2/pid.tmp\" && mv \"$2/pid.tmp\" \"$2/pid\"\n\
+        "echo $$ > \"$arg1/pid.tmp\" && mv \"$arg1/pid.tmp\" \"$arg1/pid\"\n\
          cat > /dev/null\n\
-         touch \"$2/eof\"\n",
+         touch \"$arg1/eof\"\n",
     );
     let mut tm = start_task_manager(&jm, &dir.path().join("tm"));
     let out = jm.run(&[
@@ -359,7 +362,7 @@ fn sigterm_kills_the_workers_and_exits_0() {
     let binary = job_script(
         dir.path(),
         "sleeper",
-        "echo $$ > \"$2/pid.tmp\" && mv \"$2/pid.tmp\" \"$2/pid\"\nexec sleep 600\n",
+        "echo $$ > \"$arg1/pid.tmp\" && mv \"$arg1/pid.tmp\" \"$arg1/pid\"\nexec sleep 600\n",
     );
     let mut tm = start_task_manager(&jm, &dir.path().join("tm"));
     let out = jm.run(&[

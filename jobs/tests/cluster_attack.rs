@@ -26,7 +26,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cluster::{Cluster, TOKEN};
-use common::committed;
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
@@ -188,7 +187,7 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     let all: Vec<Payment> = (0..PAYMENTS).map(|i| profile().payment(i)).collect();
     cluster::assert_alerts_exact(&broker, &all);
     assert_eq!(
-        committed(&broker, "payments-dlq").len() as u64,
+        broker.read_committed("payments-dlq").unwrap().records.len() as u64,
         PAYMENTS / 1_000,
         "each malformed payment in the DLQ once"
     );

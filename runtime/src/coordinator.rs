@@ -362,6 +362,7 @@ mod tests {
             completed: Arc::default(),
             stopped: Arc::default(),
             events: CheckpointEvents::default(),
+            operators: Vec::new(),
         };
         (c, reports_tx)
     }

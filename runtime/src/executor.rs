@@ -626,7 +626,15 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         None => new_attempt_id(),
     };
     let state_dir = match &config.state_backend {
-        StateBackendKind::RocksDb { dir, .. } => Some(AttemptDir::claim(dir, &graph.name, attempt)?),
+        StateBackendKind::RocksDb { dir, .. } => {
+            // Workers of one attempt share its run id; on one machine and state directory
+            // (tests, or task managers sharing a work directory) each claims its own.
+            let owner = match &placement {
+                Some(p) => format!("{}-w{}", graph.name, p.worker),
+                None => graph.name.clone(),
+            };
+            Some(AttemptDir::claim(dir, &owner, attempt)?)
+        }
         StateBackendKind::Memory => None,
     };
     let mut handle = JobHandle {

@@ -4,44 +4,28 @@
 //! of a topic's committed output goes through ([`assert_exactly_once`]).
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::collections::BTreeMap;
-use std::fmt::Debug;
 use std::fs::File;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use floe_dsl::kafka::testing::TestBroker;
+use floe_dsl::kafka::testing::{CommittedRecord, TestBroker};
 
-/// A committed record as the check reads it: headers and payload.
-pub type Output = (BTreeMap<String, String>, Vec<u8>);
+pub use crate::common::{alert_payments, counted_input};
 
-/// Fails, naming inputs missing or doubled (a few of each) and outputs that explain nothing
-/// or cannot be read, unless the committed records of `topic` explain each of `expected`
-/// exactly once (as often as it is listed) and nothing else; `explain` names the inputs an
-/// output stands for (an error: it is unreadable). Returns how many outputs were read.
-///
-/// Every output check of the failpoint and campaign tests goes through here. It reads what
-/// `crate::common::committed` reads (records counted once per exactly-once stamp, since the
-/// test broker does not hide aborted transactions); the raw `read_committed` verifier of the
-/// `verify` branch replaces that read here, in this one place.
-pub fn assert_exactly_once<I: Ord + Clone + Debug>(
+/// Fails, naming inputs missing or doubled, unless the committed records of `topic` (what a
+/// `read_committed` consumer sees, decided from the raw log) explain each of `expected`
+/// exactly once and nothing else. Every output check of the failpoint and campaign tests
+/// goes through here, and from here through the one verifier every exactly-once test
+/// shares (`crate::common::assert_exactly_once`). Returns how many outputs were read.
+pub fn assert_exactly_once<I: Ord + Clone + std::fmt::Debug>(
     broker: &TestBroker,
     topic: &str,
     expected: impl IntoIterator<Item = I>,
-    explain: impl FnMut(&Output) -> Result<Vec<I>, String>,
+    explain: impl FnMut(&CommittedRecord) -> Result<Vec<I>, String>,
 ) -> usize {
-    let read = committed_outputs(broker, topic);
-    if let Err(problems) = ledger(topic, expected, &read, explain) {
-        panic!("{problems}");
-    }
-    read.len()
-}
-
-/// The committed records of `topic` (see [`assert_exactly_once`]).
-fn committed_outputs(broker: &TestBroker, topic: &str) -> Vec<Output> {
-    crate::common::committed(broker, topic)
+    crate::common::assert_exactly_once(broker, topic, expected, explain).len()
 }
 
 /// Waits until `topic` holds at least `n` committed records (a job that follows its input
@@ -49,7 +33,7 @@ fn committed_outputs(broker: &TestBroker, topic: &str) -> Vec<Output> {
 pub fn wait_for_outputs(broker: &TestBroker, topic: &str, n: usize, timeout: Duration) {
     let deadline = Instant::now() + timeout;
     loop {
-        let got = committed_outputs(broker, topic).len();
+        let got = broker.read_committed(topic).map(|r| r.records.len()).unwrap_or(0);
         if got >= n {
             return;
         }
@@ -61,81 +45,13 @@ pub fn wait_for_outputs(broker: &TestBroker, topic: &str, n: usize, timeout: Dur
     }
 }
 
-/// The check of [`assert_exactly_once`] on outputs already read: `Err` says what is wrong.
-pub fn ledger<I: Ord + Clone + Debug>(
-    topic: &str,
-    expected: impl IntoIterator<Item = I>,
-    outputs: &[Output],
-    mut explain: impl FnMut(&Output) -> Result<Vec<I>, String>,
-) -> Result<(), String> {
-    let mut want: BTreeMap<I, (u64, u64)> = BTreeMap::new();
-    for i in expected {
-        want.entry(i).or_default().0 += 1;
-    }
-    let mut unexpected = Vec::new();
-    let mut unreadable = Vec::new();
-    for (n, out) in outputs.iter().enumerate() {
-        match explain(out) {
-            Ok(inputs) => {
-                for i in inputs {
-                    match want.get_mut(&i) {
-                        Some(c) => c.1 += 1,
-                        None => unexpected.push(i),
-                    }
-                }
-            }
-            Err(e) => unreadable.push(format!("output {n}: {e}")),
-        }
-    }
-    let missing: Vec<&I> = want.iter().filter(|(_, (w, g))| g < w).map(|(i, _)| i).collect();
-    let doubled: Vec<(&I, u64)> = want
-        .iter()
-        .filter(|(_, (w, g))| g > w)
-        .map(|(i, (_, g))| (i, *g))
-        .collect();
-    if missing.is_empty() && doubled.is_empty() && unexpected.is_empty() && unreadable.is_empty() {
-        return Ok(());
-    }
-    Err(format!(
-        "{topic}: {} outputs for {} inputs; {} inputs missing {:?}, {} explained too often {:?}, {} outputs of \
-         unexpected inputs {:?}, {} unreadable {:?}",
-        outputs.len(),
-        want.values().map(|(w, _)| w).sum::<u64>(),
-        missing.len(),
-        missing.iter().take(5).collect::<Vec<_>>(),
-        doubled.len(),
-        doubled.iter().take(5).collect::<Vec<_>>(),
-        unexpected.len(),
-        unexpected.iter().take(5).collect::<Vec<_>>(),
-        unreadable.len(),
-        unreadable.iter().take(3).collect::<Vec<_>>()
-    ))
-}
-
-/// The input a `kafka-counts` output stands for, `(key, seq)` of the event it counted, if
-/// its count is right (key k's event with seq s is its (s + 1)-th).
-pub fn counted_input(out: &Output) -> Result<Vec<(String, u64)>, String> {
-    let v: serde_json::Value = serde_json::from_slice(&out.1).map_err(|e| format!("not JSON: {e}"))?;
-    match (v["key"].as_str(), v["seq"].as_u64(), v["count"].as_u64()) {
-        (Some(key), Some(seq), Some(count)) if count == seq + 1 => Ok(vec![(key.to_string(), seq)]),
-        _ => Err(format!("not a right count: {v}")),
-    }
-}
-
-/// The input a fraud alert stands for: the event ids of its payments.
-pub fn alert_payments(out: &Output) -> Result<Vec<Vec<u64>>, String> {
-    let alert: floe_jobs::fraud::Alert = serde_json::from_slice(&out.1).map_err(|e| format!("not an alert: {e}"))?;
-    Ok(vec![alert.event_ids])
-}
-
 /// The input a dead letter stands for: its payload, the malformed record as it was read
 /// (each must name its source topic and an error).
-pub fn dead_letter_payload(out: &Output) -> Result<Vec<String>, String> {
-    let (h, payload) = out;
-    if h.get("floe.source.topic").is_none() || h.get("floe.error").is_none_or(|e| e.is_empty()) {
-        return Err(format!("a dead letter without its origin or error: {h:?}"));
+pub fn dead_letter_payload(r: &CommittedRecord) -> Result<Vec<String>, String> {
+    if r.header("floe.source.topic").is_none() || r.header("floe.error").is_none_or(|e| e.is_empty()) {
+        return Err(format!("a dead letter without its origin or error: {:?}", r.headers));
     }
-    Ok(vec![String::from_utf8_lossy(payload).into_owned()])
+    Ok(vec![String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()])
 }
 
 /// Keys of the `kafka-counts` input.
@@ -210,16 +126,16 @@ pub fn payments_writer(broker: &TestBroker) -> floe_dsl::kafka::KafkaConfig {
 /// Returns the malformed payloads: the inputs the dead-letter topic must explain.
 pub fn write_counts_input(brokers: String, events: u64, rate: u64) -> Vec<String> {
     use rdkafka::producer::{BaseProducer, Producer};
-    let producer: BaseProducer = floe_dsl::kafka::KafkaConfig::new(brokers)
+    let producer: BaseProducer<crate::common::Deliveries> = floe_dsl::kafka::KafkaConfig::new(brokers)
         .client_config(&load_producer())
-        .create()
+        .create_with_context(crate::common::Deliveries::default())
         .unwrap();
     let mut bad = Vec::new();
     let started = Instant::now();
     for i in 0..events {
         let key = format!("k{}", i % KEYS);
         let value = format!("{{\"key\":\"{key}\",\"seq\":{}}}", i / KEYS);
-        crate::common::send(&producer, &key, value.as_bytes());
+        crate::common::send(&producer, i as usize, &key, value.as_bytes());
         if i % BAD_EVERY == BAD_EVERY - 1 {
             let payload = match (i / BAD_EVERY) % 4 {
                 0 => format!("{{\"key\":\"{key}-{i}\",\"seq\":"),
@@ -227,7 +143,7 @@ pub fn write_counts_input(brokers: String, events: u64, rate: u64) -> Vec<String
                 2 => format!("{i}"),
                 _ => format!("{{\"key\":\"\",\"seq\":{i}}}"),
             };
-            crate::common::send(&producer, &key, payload.as_bytes());
+            crate::common::send(&producer, i as usize, &key, payload.as_bytes());
             bad.push(payload);
         }
         if rate > 0 && i % 100 == 99 {
@@ -591,64 +507,5 @@ impl Figures {
             self.recovery_percentile(99),
             self.recovery.iter().max().copied().unwrap_or_default(),
         )
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn out(payload: &str) -> Output {
-        (BTreeMap::new(), payload.as_bytes().to_vec())
-    }
-
-    /// The check itself, with planted faults: a lost input, a doubled one, an output of an
-    /// input never sent, an unreadable output.
-    #[test]
-    fn the_ledger_catches_planted_faults() {
-        let explain = |o: &Output| -> Result<Vec<String>, String> {
-            let s = String::from_utf8_lossy(&o.1).into_owned();
-            if s == "garbage" {
-                return Err("unreadable".into());
-            }
-            Ok(vec![s])
-        };
-        let expected = ["a", "b", "b", "c"].map(String::from);
-        let fine = [out("c"), out("b"), out("a"), out("b")];
-        assert_eq!(ledger("t", expected.clone(), &fine, explain), Ok(()));
-        let lost = ledger("t", expected.clone(), &fine[..3], explain).unwrap_err();
-        assert!(lost.contains("1 inputs missing [\"b\"]"), "{lost}");
-        let doubled = [out("c"), out("b"), out("a"), out("b"), out("a")];
-        let err = ledger("t", expected.clone(), &doubled, explain).unwrap_err();
-        assert!(err.contains("1 explained too often [(\"a\", 2)]"), "{err}");
-        let stranger = [out("c"), out("b"), out("a"), out("b"), out("z")];
-        let err = ledger("t", expected.clone(), &stranger, explain).unwrap_err();
-        assert!(err.contains("1 outputs of unexpected inputs [\"z\"]"), "{err}");
-        let bad = [out("c"), out("b"), out("a"), out("b"), out("garbage")];
-        let err = ledger("t", expected, &bad, explain).unwrap_err();
-        assert!(err.contains("1 unreadable"), "{err}");
-    }
-
-    #[test]
-    fn logs_are_read_for_restores_and_checkpoints() {
-        let log = RunLog {
-            status: ExitStatus::from_raw(9),
-            stderr: without_ansi(
-                "2026-01-01T00:00:00Z  INFO floe_runtime::executor: restoring from checkpoint \x1b[3mcheckpoint\x1b[0m=12 \
-                 location=/x bytes=10\n\
-                 2026-01-01T00:00:01Z  INFO floe_runtime::coordinator: checkpoint complete checkpoint=13 bytes=1 ms=4\n\
-                 2026-01-01T00:00:01Z  INFO floe_runtime::coordinator: checkpoint complete checkpoint=14 bytes=1 ms=4\n",
-            ),
-        };
-        assert_eq!(log.restored(), Some(12));
-        assert_eq!(log.completed(), vec![13, 14]);
-        assert!(log.sigkilled() && !log.fresh_start());
-        let f = Figures {
-            recovery: (1..=100).map(Duration::from_millis).collect(),
-            ..Figures::default()
-        };
-        assert_eq!(f.recovery_percentile(50), Duration::from_millis(50));
-        assert_eq!(f.recovery_percentile(99), Duration::from_millis(99));
-        assert_eq!(f.recovery_percentile(100), Duration::from_millis(100));
     }
 }

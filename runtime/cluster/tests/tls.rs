@@ -95,7 +95,10 @@ fn a_task_manager_registers_over_https_and_hands_its_workers_the_url_and_ca() {
 
     // The task manager fetched the binary over HTTPS and started it with what a worker
     // needs to call back.
-    let script = "#!/bin/sh\nenv > \"$2/env.tmp\" && mv \"$2/env.tmp\" \"$2/env\"\nexec sleep 600\n";
+    // Task managers start workers as `<binary> worker`; the job's arguments are in the spec.
+    let script = "#!/bin/sh\n\
+        out=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')\n\
+        env > \"$out/env.tmp\" && mv \"$out/env.tmp\" \"$out/env\"\nexec sleep 600\n";
     let artifact = client.upload_artifact(script.as_bytes(), Some("env.sh")).unwrap();
     let job = client
         .submit(&SubmitRequest {

@@ -7,7 +7,7 @@ use std::io::{self, Read};
 
 use proptest::prelude::*;
 
-use super::codec::{decode_message, encode_message, read_frame, read_value, BincodeCodec, MAX_FRAME};
+use super::codec::{decode_message, encode_message, read_frame, read_value, BincodeCodec, CONTROL_MAX, DEFAULT_MAX_FRAME};
 use super::control::{ToLeader, ToWorker};
 use super::Hello;
 use crate::element::{CheckpointBarrier, Message, Record};
@@ -36,7 +36,7 @@ fn consume(bytes: &[u8], chunk: usize) -> usize {
     let mut r = Trickle { bytes, chunk };
     let mut body = Vec::new();
     let mut frames = 0;
-    while let Ok(true) = read_frame(&mut r, &mut body) {
+    while let Ok(true) = read_frame(&mut r, &mut body, DEFAULT_MAX_FRAME) {
         frames += 1;
         assert!(
             body.len() <= bytes.len(),
@@ -54,15 +54,15 @@ fn consume(bytes: &[u8], chunk: usize) -> usize {
 }
 
 fn decode_hello(r: &mut Trickle<'_>, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
-    read_value::<Hello>(r, buf).map(|v| v.map(drop))
+    read_value::<Hello>(r, buf, CONTROL_MAX).map(|v| v.map(drop))
 }
 
 fn decode_to_worker(r: &mut Trickle<'_>, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
-    read_value::<ToWorker>(r, buf).map(|v| v.map(drop))
+    read_value::<ToWorker>(r, buf, CONTROL_MAX).map(|v| v.map(drop))
 }
 
 fn decode_to_leader(r: &mut Trickle<'_>, buf: &mut Vec<u8>) -> io::Result<Option<()>> {
-    read_value::<ToLeader>(r, buf).map(|v| v.map(drop))
+    read_value::<ToLeader>(r, buf, CONTROL_MAX).map(|v| v.map(drop))
 }
 
 /// A valid stream of frames: every kind of message once.
@@ -84,7 +84,7 @@ fn valid_stream() -> Vec<u8> {
         Message::EndOfData,
         Message::EndOfStream,
     ] {
-        encode_message(m, &codec, &mut buf).unwrap();
+        encode_message(m, &codec, &mut buf, DEFAULT_MAX_FRAME).unwrap();
         wire.extend_from_slice(&buf);
     }
     wire
@@ -128,19 +128,19 @@ fn the_valid_stream_reads_back_whole() {
 #[test]
 fn a_length_prefix_is_not_an_allocation() {
     // A header claiming the largest frame allowed, then a few bytes, then the end.
-    let mut wire = (MAX_FRAME as u32).to_le_bytes().to_vec();
+    let mut wire = (DEFAULT_MAX_FRAME as u32).to_le_bytes().to_vec();
     wire.extend_from_slice(&[0, 1, 2, 3]);
     let mut body = Vec::new();
-    let err = read_frame(&mut Trickle { bytes: &wire, chunk: 3 }, &mut body).unwrap_err();
+    let err = read_frame(&mut Trickle { bytes: &wire, chunk: 3 }, &mut body, DEFAULT_MAX_FRAME).unwrap_err();
     assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "{err}");
     assert!(
         body.capacity() < 1 << 20,
-        "a frame that claims {MAX_FRAME} bytes and brings 4 allocated {} bytes",
+        "a frame that claims {DEFAULT_MAX_FRAME} bytes and brings 4 allocated {} bytes",
         body.capacity()
     );
     // Beyond the largest frame: refused before reading the body.
     let huge = u32::MAX.to_le_bytes();
-    assert!(read_frame(&mut &huge[..], &mut body).is_err());
+    assert!(read_frame(&mut &huge[..], &mut body, DEFAULT_MAX_FRAME).is_err());
     // A batch claiming 2^60 records (bincode's u64 length) in a small frame.
     let mut frame = vec![0u8];
     frame.extend_from_slice(&(1u64 << 60).to_le_bytes());

@@ -396,9 +396,11 @@ mod tests {
             assert!(e.contains(says), "{m:?}: {e}");
         }
         let mut shared = file(0, 1, "ok");
-        // `SharedFile` is not exported: made from its wire form (name, bytes).
-        let wire = bincode::serialize(&("/tmp/x.sst", 1u64)).unwrap();
-        shared.shared.push(bincode::deserialize(&wire).unwrap());
+        shared.shared.push(floe_checkpoints::SharedFile {
+            name: "/tmp/x.sst".into(),
+            bytes: 1,
+            checksum: Some(0),
+        });
         assert!(p.check(&ack(vec![shared]), &none).is_err());
         let done: HashSet<usize> = [3].into_iter().collect();
         assert!(p
