@@ -131,12 +131,35 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
         .max(500);
     for k in 0..=kills {
         // Running under a new attempt, which restored and then completed a checkpoint.
-        let detail = cluster.wait_job(&id, "a new attempt with a checkpoint", Duration::from_secs(120), |d| {
-            d.summary.state == JobState::Running
-                && d.attempt.is_some()
-                && d.attempt != attempt
-                && d.attempt.is_some_and(|a| attempt_log(&logs, &id, a).1.is_some())
-        });
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let detail = loop {
+            let d = cluster.client().job(&id).ok();
+            let recovered = d.as_ref().is_some_and(|d| {
+                d.summary.state == JobState::Running
+                    && d.attempt.is_some()
+                    && d.attempt != attempt
+                    && d.attempt.is_some_and(|a| attempt_log(&logs, &id, a).1.is_some())
+            });
+            if let (true, Some(d)) = (recovered, &d) {
+                break d.clone();
+            }
+            if Instant::now() > deadline || d.as_ref().is_some_and(|d| d.summary.state == JobState::Failed) {
+                panic!(
+                    "after kill {k} ({:?}): no new attempt with a checkpoint; the job: {:?}\nworker logs end:\n{}",
+                    victims.last(),
+                    d.map(|d| (d.summary, d.attempt, d.exceptions.into_iter().rev().take(3).collect::<Vec<_>>())),
+                    logs.iter()
+                        .map(|l| {
+                            let text = std::fs::read_to_string(l).unwrap_or_default();
+                            let lines: Vec<&str> = text.lines().collect();
+                            lines[lines.len().saturating_sub(8)..].join("\n")
+                        })
+                        .collect::<Vec<_>>()
+                        .join("\n--\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         let now = detail.attempt.unwrap_or_default();
         if let Some(at) = killed_at {
             figures.recovery.push(at.elapsed());
@@ -169,7 +192,21 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
                 cluster.restart_job_manager();
             }
             tm => {
-                let tm = (tm as usize - 1).min(cluster.tms.len() - 1);
+                // A task manager that runs a worker of the job (killing an idle one changes
+                // nothing: both workers can land on one task manager).
+                let busy: Vec<u32> = cluster
+                    .client()
+                    .taskmanagers()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t.slots_used > 0)
+                    .map(|t| t.pid)
+                    .collect();
+                let candidates: Vec<usize> = (0..cluster.tms.len())
+                    .filter(|i| busy.contains(&cluster.tms[*i].0.id()))
+                    .collect();
+                assert!(!candidates.is_empty(), "no task manager runs the job: {busy:?}");
+                let tm = candidates[(tm as usize - 1) % candidates.len()];
                 victims.push("task manager");
                 drop(cluster.tms.remove(tm)); // SIGKILL; its worker dies with it
                 let n = logs.len();
