@@ -147,7 +147,11 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
                 panic!(
                     "after kill {k} ({:?}): no new attempt with a checkpoint; the job: {:?}\nworker logs end:\n{}",
                     victims.last(),
-                    d.map(|d| (d.summary, d.attempt, d.exceptions.into_iter().rev().take(3).collect::<Vec<_>>())),
+                    d.map(|d| (
+                        d.summary,
+                        d.attempt,
+                        d.exceptions.into_iter().rev().take(3).collect::<Vec<_>>()
+                    )),
                     logs.iter()
                         .map(|l| {
                             let text = std::fs::read_to_string(l).unwrap_or_default();

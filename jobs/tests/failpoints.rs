@@ -36,6 +36,11 @@ enum Before {
     /// A run without failpoints, killed from outside once it completed this many
     /// checkpoints: the run with the failpoint then restores.
     KilledAfterCheckpoints(usize),
+    /// A run held (a `pause` failpoint) just before its first Kafka commit to `counts`,
+    /// then killed from outside: the newest complete checkpoint then holds an epoch of
+    /// records not yet committed (no later one can complete while a sink is held), which
+    /// the run with the failpoint must recover.
+    KilledBeforeACommit,
 }
 
 /// Runs with failpoint `target` (`name` or `name[qualifier]`) set to `kill@at`, then the
@@ -49,12 +54,22 @@ fn kill_at_then_finish(
     input_done: impl FnOnce(),
 ) -> RunLog {
     let chk = dir.join("chk");
-    if let Before::KilledAfterCheckpoints(n) = before {
-        let mut run = Running::start(command(false), &dir.join("run-before.log"), "");
-        run.wait_for_log(TO_FAILPOINT, &format!("{n} checkpoints"), |log| {
-            log.matches("checkpoint complete").count() >= n
-        });
-        run.kill();
+    let completed = |log: &str| log.matches("checkpoint complete").count();
+    match before {
+        Before::Nothing => {}
+        Before::KilledAfterCheckpoints(n) => {
+            let mut run = Running::start(command(false), &dir.join("run-before.log"), "");
+            run.wait_for_log(TO_FAILPOINT, &format!("{n} checkpoints"), |log| completed(log) >= n);
+            run.kill();
+        }
+        Before::KilledBeforeACommit => {
+            let hold = "kafka.before-commit[counts]";
+            let mut run = Running::start(command(false), &dir.join("run-before.log"), &format!("{hold}=pause"));
+            run.wait_for_log(TO_FAILPOINT, hold, |log| {
+                log.contains(&format!("floe failpoint {hold}: pause"))
+            });
+            run.kill();
+        }
     }
     let on_disk = newest_complete(&chk);
     let run = Running::start(
@@ -194,7 +209,7 @@ cases! {
     before_the_dlq_write: "kafka.before-commit[events-dlq]" => counts_case("kafka.before-commit[events-dlq]", 2, Before::Nothing);
     after_the_dlq_write: "kafka.after-commit[events-dlq]" => counts_case("kafka.after-commit[events-dlq]", 2, Before::Nothing);
     during_restore_load: "restore.load" => counts_case("restore.load", 1, Before::KilledAfterCheckpoints(3));
-    during_restore_of_kafka_epochs: "restore.kafka-recover[counts]" => counts_case("restore.kafka-recover[counts]", 1, Before::KilledAfterCheckpoints(3));
+    during_restore_of_kafka_epochs: "restore.kafka-recover[counts]" => counts_case("restore.kafka-recover[counts]", 1, Before::KilledBeforeACommit);
     fraud_before_the_alerts_commit: "kafka.before-commit[fraud-alerts]" => fraud_case("kafka.before-commit[fraud-alerts]", 2);
     fraud_after_the_alerts_commit: "kafka.after-commit[fraud-alerts]" => fraud_case("kafka.after-commit[fraud-alerts]", 2);
     fraud_before_the_dlq_write: "kafka.before-commit[payments-dlq]" => fraud_case("kafka.before-commit[payments-dlq]", 2);

@@ -51,7 +51,9 @@ pub fn dead_letter_payload(r: &CommittedRecord) -> Result<Vec<String>, String> {
     if r.header("floe.source.topic").is_none() || r.header("floe.error").is_none_or(|e| e.is_empty()) {
         return Err(format!("a dead letter without its origin or error: {:?}", r.headers));
     }
-    Ok(vec![String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()])
+    Ok(vec![
+        String::from_utf8_lossy(r.value.as_deref().unwrap_or_default()).into_owned()
+    ])
 }
 
 /// Keys of the `kafka-counts` input.

@@ -7,7 +7,9 @@ use std::io::{self, Read};
 
 use proptest::prelude::*;
 
-use super::codec::{decode_message, encode_message, read_frame, read_value, BincodeCodec, CONTROL_MAX, DEFAULT_MAX_FRAME};
+use super::codec::{
+    decode_message, encode_message, read_frame, read_value, BincodeCodec, CONTROL_MAX, DEFAULT_MAX_FRAME,
+};
 use super::control::{ToLeader, ToWorker};
 use super::Hello;
 use crate::element::{CheckpointBarrier, Message, Record};
