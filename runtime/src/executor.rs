@@ -625,16 +625,26 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         Some(p) => spread_attempt_id(p.attempt, config.checkpoints.as_ref().map(|c| c.dir.as_path())),
         None => new_attempt_id(),
     };
-    let state_dir = match &config.state_backend {
-        StateBackendKind::RocksDb { dir, .. } => {
-            // Workers of one attempt share its run id; on one machine and state directory
-            // (tests, or task managers sharing a work directory) each claims its own.
-            let owner = match &placement {
-                Some(p) => format!("{}-w{}", graph.name, p.worker),
-                None => graph.name.clone(),
-            };
-            Some(AttemptDir::claim(dir, &owner, attempt)?)
-        }
+    // Workers of one attempt share its run id; each keeps its local state below a directory
+    // of its own (on a cluster each task manager has its own anyway; in one process, as in
+    // tests, two workers would otherwise claim the same run directory).
+    let state_backend = match (&config.state_backend, &placement) {
+        (
+            StateBackendKind::RocksDb {
+                dir,
+                cache_entries,
+                block_cache_bytes,
+            },
+            Some(p),
+        ) => StateBackendKind::RocksDb {
+            dir: dir.join(format!("worker-{}", p.worker)),
+            cache_entries: *cache_entries,
+            block_cache_bytes: *block_cache_bytes,
+        },
+        (kind, _) => kind.clone(),
+    };
+    let state_dir = match &state_backend {
+        StateBackendKind::RocksDb { dir, .. } => Some(AttemptDir::claim(dir, &graph.name, attempt)?),
         StateBackendKind::Memory => None,
     };
     let mut handle = JobHandle {
@@ -666,7 +676,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
             parallelism: n.parallelism,
             max_parallelism: config.max_parallelism,
             key_group_range: KeyGroupRange::for_subtask(config.max_parallelism, n.parallelism, i),
-            state_backend: config.state_backend.clone(),
+            state_backend: state_backend.clone(),
             batch_size: config.batch_size,
             checkpointing: config.checkpoints.is_some(),
             attempt,

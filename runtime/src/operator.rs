@@ -69,8 +69,7 @@ impl TaskInfo {
                 cache_entries,
                 block_cache_bytes,
             } => StateBackendKind::RocksDb {
-                dir: dir
-                    .join(format!("{}-{:x}", self.job_name, self.attempt))
+                dir: crate::state_dir::run_dir(dir, &self.job_name, self.attempt)
                     .join(format!("{}-{}", self.node, self.subtask_index)),
                 cache_entries: *cache_entries,
                 block_cache_bytes: *block_cache_bytes,

@@ -28,11 +28,17 @@ pub(crate) struct AttemptDir {
     _lock: File,
 }
 
+/// The directory of run `attempt` of `job` below `state_dir`: the one place that names it,
+/// for the run that claims it and the subtasks that keep their state in it.
+pub(crate) fn run_dir(state_dir: &Path, job: &str, attempt: u64) -> PathBuf {
+    state_dir.join(format!("{job}-{attempt:x}"))
+}
+
 impl AttemptDir {
     /// Creates and locks `<state_dir>/<job>-<attempt>`, then removes the unlocked
     /// directories earlier runs of `job` left behind.
     pub(crate) fn claim(state_dir: &Path, job: &str, attempt: u64) -> Result<AttemptDir> {
-        let path = state_dir.join(format!("{job}-{attempt:x}"));
+        let path = run_dir(state_dir, job, attempt);
         let io = |what: &str, p: &Path, e: std::io::Error| {
             RuntimeError::external(format!("{what} state directory {}", p.display()), e)
         };
