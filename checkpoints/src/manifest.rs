@@ -96,7 +96,9 @@ pub struct SharedFile {
     /// Size in bytes.
     pub bytes: u64,
     /// xxh3-64 of the contents (none in version 1 manifests, where only the size is known).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Always written, even when none: workers send shared files to each other in bincode,
+    /// which cannot skip a field.
+    #[serde(default)]
     pub checksum: Option<u64>,
 }
 

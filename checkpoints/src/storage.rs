@@ -175,6 +175,7 @@ impl CheckpointStorage {
         let file = format!("{node}-{subtask}.state");
         let (len, checksum) = (bytes.len() as u64, checksum::of_bytes(&bytes));
         self.objects.put(&format!("{}/{file}", chk(id)), bytes)?;
+        floe_failpoints::failpoint!("checkpoint.state-written");
         Ok(StateFile {
             node,
             subtask,
@@ -217,6 +218,7 @@ impl CheckpointStorage {
             0
         } else {
             self.objects.put_file(&rel, &sst.path)?;
+            floe_failpoints::failpoint!("checkpoint.upload-shared");
             sst.bytes
         };
         if let Ok(mut known) = self.known.lock() {
@@ -259,8 +261,10 @@ impl CheckpointStorage {
     /// complete ones (and older incomplete ones) and the shared files only they referenced.
     pub fn complete(&self, manifest: &Manifest) -> Result<()> {
         let json = manifest.to_json()?;
+        floe_failpoints::failpoint!("checkpoint.before-manifest");
         self.objects
             .put(&format!("{}/{MANIFEST}", chk(manifest.checkpoint_id)), json)?;
+        floe_failpoints::failpoint!("checkpoint.after-manifest");
         let completed = Completed {
             job: manifest.job.clone(),
             checkpoint_id: manifest.checkpoint_id,
@@ -433,6 +437,7 @@ impl CheckpointStorage {
     pub fn load(&self, id: u64) -> Result<RestoredCheckpoint> {
         let dir = chk(id);
         let manifest = self.read_manifest(id)?;
+        floe_failpoints::failpoint!("restore.load");
         let mut snapshots = HashMap::new();
         let mut shared: HashMap<String, SharedFile> = HashMap::new();
         for f in &manifest.files {

@@ -290,9 +290,10 @@ impl Env {
     }
 
     /// Reads JSON documents, one per line, into `T`. Files are split into byte ranges that
-    /// the parallel subtasks share. A line that does not parse goes to
-    /// [`Stream::bad_records`] (with file, line number, text and error) or, if that is not
-    /// used, to the log; with `--fail-on-bad-input` it fails the job.
+    /// the parallel subtasks share. A line that does not parse, or is longer than
+    /// `--max-record-bytes` (1 MiB by default; it is never held whole), goes to
+    /// [`Stream::bad_records`] (with file, line number, byte offset, text and error) or, if
+    /// that is not used, to the log; with `--fail-on-bad-input` it fails the job.
     ///
     /// ```
     /// use floe_dsl::prelude::*;
@@ -309,14 +310,16 @@ impl Env {
     /// let mut u = users.take();
     /// u.sort();
     /// assert_eq!(u, vec![1, 2]);
-    /// assert_eq!(bad.take()[0].line, 2);
+    /// let bad = bad.take();
+    /// assert_eq!((bad[0].line, bad[0].offset), (2, 11));
     /// ```
     pub fn read_json_lines<T: DeserializeOwned + Data>(&self, path: impl AsRef<Path>) -> Stream<T> {
         self.read_lines(path.as_ref(), LineFormat::JsonLines, "json-lines")
     }
 
-    /// Reads a CSV file with a header row into `T` (fields matched by header name); bad rows
-    /// are handled as in [`read_json_lines`](Self::read_json_lines).
+    /// Reads a CSV file with a header row into `T` (fields matched by header name). Quoted
+    /// fields may hold delimiters, doubled quotes and line breaks; bad records are handled
+    /// as in [`read_json_lines`](Self::read_json_lines).
     ///
     /// ```
     /// use floe_dsl::prelude::*;
@@ -324,11 +327,13 @@ impl Env {
     /// struct Reading { sensor: String, value: f64 }
     /// let dir = tempfile::tempdir().unwrap();
     /// let path = dir.path().join("r.csv");
-    /// std::fs::write(&path, "sensor,value\ns1,0.5\ns2,1.5\n").unwrap();
+    /// std::fs::write(&path, "sensor,value\n\"s1, north\nroof\",0.5\ns2,1.5\n").unwrap();
     /// let env = Env::local(1);
-    /// let total = env.read_csv::<Reading>(&path).map(|r| r.value).collect();
+    /// let readings = env.read_csv::<Reading>(&path).collect();
     /// env.execute("csv").unwrap();
-    /// assert_eq!(total.take().iter().sum::<f64>(), 2.0);
+    /// let readings = readings.take();
+    /// assert_eq!(readings.iter().map(|r| r.value).sum::<f64>(), 2.0);
+    /// assert!(readings.iter().any(|r| r.sensor == "s1, north\nroof"));
     /// ```
     pub fn read_csv<T: DeserializeOwned + Data>(&self, path: impl AsRef<Path>) -> Stream<T> {
         self.read_lines(
@@ -352,6 +357,7 @@ impl Env {
             let options = FileSourceOptions {
                 fail_on_bad_input: config.fail_on_bad_input,
                 errors_tag: (tag != 0).then_some(tag),
+                max_record_bytes: config.max_record_bytes,
                 ..FileSourceOptions::default()
             };
             Ok(Box::new(FileSource::<T>::new(paths.clone(), format.clone(), options)) as Box<dyn SourceFunction>)
@@ -380,6 +386,7 @@ impl Env {
             allow_non_restored_state: c.allow_non_restored_state,
             state_backend: c.state_backend,
             placement: None,
+            max_frame_bytes: c.max_frame_bytes,
         }
     }
 

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use floe_operators::kafka::sink::KafkaSink;
-use floe_operators::kafka::source::{Envelope, KafkaSource};
+use floe_operators::kafka::source::{Envelope, KafkaSource, RECORDS_READ_METRIC};
 use floe_operators::kafka::try_map::TryMapOperator;
 use floe_operators::kafka::{DeadLetter, DEAD_LETTERS_METRIC};
 use floe_runtime::metrics::{Counter, Registry};
@@ -53,7 +53,7 @@ impl Env {
         let name = format!("kafka: {}", source.describe());
         register_dead_letters(&name, &source.dead_letter_counter());
         Registry::global().register_counter(
-            "floe_kafka_records_read_total",
+            RECORDS_READ_METRIC,
             "Records read from Kafka (dead letters included)",
             &[("operator", &name)],
             &source.records_read(),

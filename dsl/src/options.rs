@@ -46,6 +46,9 @@ pub struct EnvOptions {
     /// Stop the job at the first malformed input line instead of setting it aside
     #[arg(long, env = "FLOE_FAIL_ON_BAD_INPUT")]
     pub fail_on_bad_input: bool,
+    /// Longest record of a file source, in bytes; a longer one is a bad record [default: 1048576]
+    #[arg(long, env = "FLOE_MAX_RECORD_BYTES")]
+    pub max_record_bytes: Option<usize>,
     /// Directory of checkpoints: the job takes checkpoints there and, on start, resumes
     /// from the newest complete one
     #[arg(long, env = "FLOE_CHECKPOINT_DIR")]
@@ -74,6 +77,10 @@ pub struct EnvOptions {
     /// Resume from the savepoint in this directory (at any parallelism)
     #[arg(long, env = "FLOE_FROM_SAVEPOINT")]
     pub from_savepoint: Option<PathBuf>,
+    /// Largest encoded batch, in MB, that workers of a cluster send each other; a larger
+    /// one fails the job, saying so [default: 64]
+    #[arg(long, env = "FLOE_MAX_FRAME_MB")]
+    pub max_frame_mb: Option<usize>,
     /// Start from scratch, with a warning, when --checkpoint-dir holds checkpoints none of
     /// which can be restored (all corrupt or gone); without it the job fails
     #[arg(long, env = "FLOE_ALLOW_FRESH_START")]
@@ -101,6 +108,7 @@ struct FileOptions {
     channel_capacity: Option<usize>,
     no_chaining: Option<bool>,
     fail_on_bad_input: Option<bool>,
+    max_record_bytes: Option<usize>,
     checkpoint_dir: Option<PathBuf>,
     checkpoint_interval_ms: Option<u64>,
     checkpoint_retain: Option<usize>,
@@ -112,6 +120,7 @@ struct FileOptions {
     state_dir: Option<PathBuf>,
     state_cache_entries: Option<usize>,
     state_block_cache_mb: Option<usize>,
+    max_frame_mb: Option<usize>,
     metrics_addr: Option<String>,
 }
 
@@ -136,6 +145,8 @@ pub struct JobConfig {
     pub chaining: bool,
     /// Whether a malformed input line fails the job.
     pub fail_on_bad_input: bool,
+    /// Longest record a file source reads (bytes); longer ones are bad records.
+    pub max_record_bytes: usize,
     /// Where checkpoints go; `None` takes none.
     pub checkpoint_dir: Option<PathBuf>,
     /// Milliseconds between checkpoints (0: only the final one).
@@ -154,6 +165,8 @@ pub struct JobConfig {
     pub state_backend: floe_checkpoints::StateBackendKind,
     /// Where the metrics endpoint listens (`--metrics-addr`), if anywhere.
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Largest encoded batch, in bytes, between workers of a cluster.
+    pub max_frame_bytes: usize,
 }
 
 impl Default for JobConfig {
@@ -165,6 +178,7 @@ impl Default for JobConfig {
             channel_capacity: 8,
             chaining: true,
             fail_on_bad_input: false,
+            max_record_bytes: floe_operators::source::file::DEFAULT_MAX_RECORD_BYTES,
             checkpoint_dir: None,
             checkpoint_interval_ms: 5_000,
             checkpoint_retain: 3,
@@ -178,6 +192,7 @@ impl Default for JobConfig {
                 floe_checkpoints::StateBackendKind::Memory
             },
             metrics_addr: None,
+            max_frame_bytes: floe_runtime::DEFAULT_MAX_FRAME,
         }
     }
 }
@@ -228,6 +243,10 @@ impl EnvOptions {
                 .unwrap_or(d.channel_capacity),
             chaining: !(self.no_chaining || file.no_chaining.unwrap_or(false)),
             fail_on_bad_input: self.fail_on_bad_input || file.fail_on_bad_input.unwrap_or(false),
+            max_record_bytes: self
+                .max_record_bytes
+                .or(file.max_record_bytes)
+                .unwrap_or(d.max_record_bytes),
             checkpoint_dir: self.checkpoint_dir.clone().or(file.checkpoint_dir),
             checkpoint_interval_ms: self
                 .checkpoint_interval_ms
@@ -263,6 +282,10 @@ impl EnvOptions {
                     ))
                 })?),
             },
+            max_frame_bytes: self
+                .max_frame_mb
+                .or(file.max_frame_mb)
+                .map_or(d.max_frame_bytes, |mb| mb.saturating_mul(1 << 20)),
         };
         c.validate()?;
         Ok(c)
@@ -304,6 +327,17 @@ impl JobConfig {
         if self.channel_capacity == 0 {
             return Err(DslError::Config("--channel-capacity must be at least 1".into()));
         }
+        if !(1 << 20..u32::MAX as usize).contains(&self.max_frame_bytes) {
+            return Err(DslError::Config(format!(
+                "--max-frame-mb must be from 1 to 4095 (a frame's length is 32 bits), not {} MB",
+                self.max_frame_bytes >> 20
+            )));
+        }
+        if self.max_record_bytes == 0 {
+            return Err(DslError::Config(
+                "--max-record-bytes must be at least 1 (the default is 1048576: 1 MiB)".into(),
+            ));
+        }
         Ok(())
     }
 }
@@ -316,14 +350,22 @@ mod tests {
     fn flags_beat_file_beats_defaults() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("floe.toml");
-        std::fs::write(&path, "parallelism = 3\nbatch_size = 10\n").unwrap();
+        std::fs::write(&path, "parallelism = 3\nbatch_size = 10\nmax_record_bytes = 4096\n").unwrap();
         let o = EnvOptions {
             parallelism: Some(2),
-            config: Some(path),
+            config: Some(path.clone()),
             ..Default::default()
         };
         let c = o.resolve().unwrap();
         assert_eq!((c.parallelism, c.batch_size, c.channel_capacity), (2, 10, 8));
+        assert_eq!(c.max_record_bytes, 4096);
+        let o = EnvOptions {
+            max_record_bytes: Some(100),
+            config: Some(path),
+            ..Default::default()
+        };
+        assert_eq!(o.resolve().unwrap().max_record_bytes, 100);
+        assert_eq!(EnvOptions::default().resolve().unwrap().max_record_bytes, 1 << 20);
     }
 
     #[test]
@@ -371,10 +413,28 @@ mod tests {
         };
         let e = o.resolve().unwrap_err().to_string();
         assert!(e.contains("bad.toml") && e.contains("paralelism"), "{e}");
+        for mb in [0, 4096] {
+            let o = EnvOptions {
+                max_frame_mb: Some(mb),
+                ..Default::default()
+            };
+            let e = o.resolve().unwrap_err().to_string();
+            assert!(e.contains("--max-frame-mb must be from 1 to 4095"), "{e}");
+        }
+        let o = EnvOptions {
+            max_frame_mb: Some(256),
+            ..Default::default()
+        };
+        assert_eq!(o.resolve().unwrap().max_frame_bytes, 256 << 20);
         let o = EnvOptions {
             config: Some(dir.path().join("missing.toml")),
             ..Default::default()
         };
         assert!(o.resolve().unwrap_err().to_string().contains("missing.toml"));
+        let o = EnvOptions {
+            max_record_bytes: Some(0),
+            ..Default::default()
+        };
+        assert!(o.resolve().unwrap_err().to_string().contains("--max-record-bytes"));
     }
 }

@@ -2,7 +2,9 @@
 //! and the delivery guarantee of what the job writes.
 
 use clap::{Args, ValueEnum};
+use floe_dsl::kafka::dead_letter::TRUNCATED_METRIC;
 use floe_dsl::kafka::sink::Delivery;
+use floe_dsl::kafka::source::{RECORDS_LOST_METRIC, RECORDS_READ_METRIC};
 use floe_dsl::kafka::{KafkaConfig, DEAD_LETTERS_METRIC};
 use floe_dsl::metrics::Registry;
 use floe_dsl::prelude::JobResult;
@@ -65,13 +67,21 @@ impl KafkaArgs {
 }
 
 /// Prints the line a Kafka job ends with (the tests read it): duration, the checkpoint it
-/// restored from, its last checkpoint and its dead letters.
+/// restored from, its last checkpoint, the records its Kafka sources read, its dead letters
+/// (and how many were cut to fit their topic), and the records its sources skipped because
+/// they were deleted before they were read (only with an offset-out-of-range policy that
+/// allows it).
 pub fn print_summary(job: &str, result: &JobResult) {
+    let sum = |metric| Registry::global().sum(metric, &[]);
     println!(
-        "{job}: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; dead letters {}",
+        "{job}: done in {:.2}s; restored from checkpoint {:?}; last checkpoint {:?}; records read {}; \
+         dead letters {}; dead letters cut to fit {}; records lost {}",
         result.duration.as_secs_f64(),
         result.restored_from,
         result.last_checkpoint,
-        Registry::global().sum(DEAD_LETTERS_METRIC, &[])
+        sum(RECORDS_READ_METRIC),
+        sum(DEAD_LETTERS_METRIC),
+        sum(TRUNCATED_METRIC),
+        sum(RECORDS_LOST_METRIC),
     );
 }

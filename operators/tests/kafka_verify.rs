@@ -83,7 +83,7 @@ fn verify(
     broker: &TestBroker,
     topic: &str,
     expected: Range<u64>,
-) -> (CommittedRead, Result<usize, LedgerViolations<u64>>) {
+) -> (CommittedRead, Result<usize, Box<LedgerViolations<u64>>>) {
     let read = broker.read_committed(topic).unwrap();
     let verdict = check_exactly_once(topic, expected, &read.records, |r| {
         r.value_str()

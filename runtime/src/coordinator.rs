@@ -133,6 +133,17 @@ pub(crate) struct Coordinator {
     pub(crate) events: CheckpointEvents,
 }
 
+/// The entry of task `task` in a per-task list: a report naming a task the job does not
+/// have fails the job with this error, never the coordinator with a panic.
+fn of_task<'a, T>(list: &'a mut [T], task: usize, report: &str) -> Result<&'a mut T> {
+    let tasks = list.len();
+    list.get_mut(task).ok_or_else(|| {
+        RuntimeError::Internal(format!(
+            "{report} reported for task {task}, but the job has {tasks} tasks"
+        ))
+    })
+}
+
 impl Coordinator {
     pub(crate) fn run(mut self) -> Result<()> {
         let mut pending: Option<Pending> = None;
@@ -191,7 +202,7 @@ impl Coordinator {
             }
             match self.reports.recv_timeout(wait) {
                 Ok(Report::SourceEnded { task }) => {
-                    ended[task] = true;
+                    *of_task(&mut ended, task, "a source ended")? = true;
                     if self.sources.iter().all(|s| ended[*s]) {
                         final_wanted = true;
                     }
@@ -200,20 +211,22 @@ impl Coordinator {
                     let Some(p) = pending.as_mut().filter(|p| p.barrier.id == id) else {
                         continue; // an abandoned checkpoint
                     };
+                    floe_failpoints::failpoint!("checkpoint.ack-received");
+                    let files = of_task(&mut p.files, task, "an acknowledgement")?;
                     for (node, subtask, snapshot) in states {
-                        p.files[task].push(self.storage.write_state(id, node, subtask, &snapshot)?);
+                        files.push(self.storage.write_state(id, node, subtask, &snapshot)?);
                     }
-                    p.acked[task] = true;
+                    *of_task(&mut p.acked, task, "an acknowledgement")? = true;
                 }
                 Ok(Report::AckWritten { id, task, files }) => {
                     let Some(p) = pending.as_mut().filter(|p| p.barrier.id == id) else {
                         continue;
                     };
-                    p.files[task].extend(files);
-                    p.acked[task] = true;
+                    of_task(&mut p.files, task, "an acknowledgement")?.extend(files);
+                    *of_task(&mut p.acked, task, "an acknowledgement")? = true;
                 }
                 Ok(Report::Finished { task }) => {
-                    finished[task] = true;
+                    *of_task(&mut finished, task, "an end")? = true;
                     if finished.iter().all(|f| *f) {
                         return Ok(());
                     }
@@ -272,6 +285,7 @@ impl Coordinator {
             is_savepoint,
         };
         self.next_id += 1;
+        floe_failpoints::failpoint!("checkpoint.trigger");
         for s in &self.sources {
             self.tasks[*s].send(Control::Barrier(barrier));
         }
@@ -314,9 +328,68 @@ impl Coordinator {
             ms = p.started.elapsed().as_millis() as u64,
             "checkpoint complete"
         );
+        floe_failpoints::failpoint!("checkpoint.before-notify");
         for t in &self.tasks {
             t.send(Control::CheckpointComplete(p.barrier.id));
         }
+        floe_failpoints::failpoint!("checkpoint.after-notify");
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crossbeam_channel::unbounded;
+
+    /// A coordinator of `tasks` tasks (task 0 a source) and the channel its reports arrive on.
+    fn coordinator(tasks: usize, dir: &std::path::Path) -> (Coordinator, crossbeam_channel::Sender<Report>) {
+        let (reports_tx, reports) = unbounded();
+        let (_requests_tx, requests) = unbounded();
+        let controls = (0..tasks).map(|_| TaskControl::Local(unbounded().0)).collect();
+        let c = Coordinator {
+            job: "coordinator-test".into(),
+            config: CheckpointConfig::new(dir, None),
+            storage: CheckpointStorage::new(dir, 3).unwrap(),
+            parallelism: vec![tasks],
+            next_id: 1,
+            clock: Arc::new(crate::time::SystemClock),
+            reports,
+            requests,
+            tasks: controls,
+            sources: vec![0],
+            cancel: Arc::new(AtomicBool::new(false)),
+            completed: Arc::default(),
+            stopped: Arc::default(),
+            events: CheckpointEvents::default(),
+            operators: Vec::new(),
+        };
+        (c, reports_tx)
+    }
+
+    #[test]
+    fn reports_of_tasks_the_job_does_not_have_fail_the_job_without_a_panic() {
+        let dir = tempfile::tempdir().unwrap();
+        for report in [
+            Report::SourceEnded { task: 1000 },
+            Report::Finished { task: 2 },
+            Report::AckWritten {
+                id: 1,
+                task: usize::MAX,
+                files: Vec::new(),
+            },
+        ] {
+            let (c, tx) = coordinator(2, dir.path());
+            let what = format!("{report:?}");
+            // A final checkpoint is pending once the source ended, so acknowledgements are
+            // looked at.
+            tx.send(Report::SourceEnded { task: 0 }).unwrap();
+            tx.send(report).unwrap();
+            let e = std::thread::spawn(move || c.run())
+                .join()
+                .expect("no panic")
+                .unwrap_err();
+            assert!(e.to_string().contains("but the job has 2 tasks"), "{what}: {e}");
+        }
     }
 }

@@ -19,9 +19,10 @@ use crate::coordinator::{CheckpointConfig, CheckpointEvent, CheckpointEvents, Co
 use crate::element::{CheckpointBarrier, Message};
 use crate::error::{Result, RuntimeError};
 use crate::graph::{JobGraph, NodeId, NodeKind, OutputSlot, ShipStrategy};
-use crate::net::control::{follow_leader, serve_worker, NetError, NetShared, RestoreFrom, TaskControl};
+use crate::net::accept::{Acceptor, ControlHandler};
+use crate::net::control::{follow_leader, serve_worker, NetError, NetShared, PeerTasks, RestoreFrom, TaskControl};
 use crate::net::data::{Inbound, Outbound};
-use crate::net::{Acceptor, ControlHandler, Hello, Placement};
+use crate::net::{Hello, Placement};
 use crate::operator::{OperatorContext, TaskInfo};
 use crate::route::EdgeWriter;
 use crate::state_dir::AttemptDir;
@@ -58,6 +59,9 @@ pub struct ExecutionConfig {
     /// Set when this process is one of several workers running the job: which subtasks run
     /// here, and how to reach the others.
     pub placement: Option<Arc<Placement>>,
+    /// The largest frame (one encoded batch) sent to or accepted from another worker: a
+    /// larger batch fails the job with an error saying so.
+    pub max_frame_bytes: usize,
 }
 
 impl Default for ExecutionConfig {
@@ -74,6 +78,7 @@ impl Default for ExecutionConfig {
             allow_fresh_start: false,
             allow_non_restored_state: false,
             placement: None,
+            max_frame_bytes: crate::net::DEFAULT_MAX_FRAME,
         }
     }
 }
@@ -562,7 +567,9 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                                 from: i,
                                 to: j,
                             },
+                            secret: p.secret.clone(),
                             codec: e.codec.clone(),
+                            max_frame: config.max_frame_bytes,
                         });
                     }
                     (Some(p), false, true) => {
@@ -584,6 +591,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                                 tx,
                                 codec: e.codec.clone(),
                                 from,
+                                max_frame: config.max_frame_bytes,
                             },
                         );
                     }
@@ -606,7 +614,7 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
     // tasks by id (used on the others).
     let workers = placement.as_ref().map_or(1, |p| p.peers.len());
     let (to_worker, from_leader): (Vec<_>, Vec<_>) = (0..workers).map(|_| unbounded()).unzip();
-    let mut tasks_of_worker = vec![0usize; workers];
+    let mut tasks_of_worker = vec![std::collections::HashSet::new(); workers];
     let mut local_controls: HashMap<usize, Sender<Control>> = HashMap::new();
     let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut source_tasks: Vec<usize> = Vec::new();
@@ -618,7 +626,15 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
         None => new_attempt_id(),
     };
     let state_dir = match &config.state_backend {
-        StateBackendKind::RocksDb { dir, .. } => Some(AttemptDir::claim(dir, &graph.name, attempt)?),
+        StateBackendKind::RocksDb { dir, .. } => {
+            // Workers of one attempt share its run id; on one machine and state directory
+            // (tests, or task managers sharing a work directory) each claims its own.
+            let owner = match &placement {
+                Some(p) => format!("{}-w{}", graph.name, p.worker),
+                None => graph.name.clone(),
+            };
+            Some(AttemptDir::claim(dir, &owner, attempt)?)
+        }
         StateBackendKind::Memory => None,
     };
     let mut handle = JobHandle {
@@ -713,7 +729,9 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                     task: id,
                     to: to_worker[p.worker_of(i)].clone(),
                 };
-                tasks_of_worker[p.worker_of(i)] += 1;
+                if let Some(t) = tasks_of_worker.get_mut(p.worker_of(i)) {
+                    t.insert(id);
+                }
                 task_controls.push(control.clone());
                 if matches!(head.kind, NodeKind::Source(_)) {
                     source_tasks.push(id);
@@ -822,19 +840,22 @@ pub fn spawn(graph: &JobGraph, config: &ExecutionConfig) -> Result<JobHandle> {
                     cancel: cancel.clone(),
                     error: net_error.clone(),
                 };
-                let tasks = tasks_of_worker[w];
+                let peer = PeerTasks {
+                    worker: w,
+                    tasks: std::mem::take(&mut tasks_of_worker[w]),
+                    nodes: graph.nodes.len(),
+                    subtask_worker: p.subtask_worker.clone(),
+                };
                 let Some(reports) = reports else { break };
                 controls.insert(
                     w,
-                    Box::new(move |stream| serve_worker(w, stream, restore, rx, reports, tasks, net)),
+                    Box::new(move |stream| serve_worker(peer, stream, restore, rx, reports, net)),
                 );
             }
         }
         let acceptor = Acceptor {
-            listener: p
-                .listener
-                .try_clone()
-                .map_err(|e| RuntimeError::external("sharing the worker's listener", e))?,
+            listener: p.take_listener()?,
+            secret: p.secret.clone(),
             attempt: p.attempt,
             data: inbound,
             controls,

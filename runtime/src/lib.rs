@@ -37,7 +37,7 @@ pub use element::{
 pub use error::{Fault, Result, RuntimeError, UserError};
 pub use executor::{execute, spawn, ExecutionConfig, JobControl, JobHandle, JobResult};
 pub use graph::{Edge, JobGraph, Node, NodeId, NodeKind, OperatorFactory, OutputSlot, ShipStrategy, SourceFactory};
-pub use net::{BatchCodec, BincodeCodec, Placement};
+pub use net::{AttemptSecret, BatchCodec, BincodeCodec, Placement, DEFAULT_MAX_FRAME};
 pub use operator::{Operator, OperatorContext, Output, SourceFunction, SourceStatus, TaskInfo};
 pub use route::{EdgeWriter, EdgeWriterFactory, Route, TypedEdgeWriterFactory};
 pub use state_dir::{default_state_dir, private_dir};

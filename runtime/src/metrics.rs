@@ -19,6 +19,7 @@
 
 pub mod checkpoints;
 pub mod histogram;
+pub mod net;
 pub mod operators;
 pub mod pressure;
 pub mod server;

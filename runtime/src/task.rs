@@ -224,18 +224,24 @@ impl SourceTask {
     }
 
     fn barrier(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        floe_failpoints::failpoint!("checkpoint.barrier-received");
+        floe_failpoints::failpoint!("checkpoint.before-snapshot");
         let source = &mut self.source;
         let snapshot = guarded(&mut self.ctx, |ctx| source.snapshot_state(b, ctx))?;
         let info = self.ctx.info();
         let mut states = vec![(info.node, info.subtask_index, snapshot)];
         self.out.on_barrier(b, &mut states)?;
+        floe_failpoints::failpoint!("checkpoint.after-snapshot");
         self.link.ack(b.id, states)
     }
 
     fn notify(&mut self, id: u64) -> Result<()> {
+        floe_failpoints::failpoint!("task.before-notify");
         let source = &mut self.source;
         guarded(&mut self.ctx, |ctx| source.notify_checkpoint_complete(id, ctx))?;
-        self.out.notify_checkpoint_complete(id)
+        self.out.notify_checkpoint_complete(id)?;
+        floe_failpoints::failpoint!("task.after-notify");
+        Ok(())
     }
 
     fn next_wakeup(&self) -> Option<Timestamp> {
@@ -354,7 +360,9 @@ impl OperatorTask {
             if ready == control_index {
                 match self.link.control.try_recv() {
                     Ok(Control::CheckpointComplete(id)) => {
+                        floe_failpoints::failpoint!("task.before-notify");
                         self.head.notify_checkpoint_complete(id)?;
+                        floe_failpoints::failpoint!("task.after-notify");
                         last_notified = Some(id);
                     }
                     Ok(Control::Terminate) => return Err(RuntimeError::Cancelled),
@@ -380,6 +388,7 @@ impl OperatorTask {
                 Message::Watermark(wm) => self.apply(gate.valve.on_watermark(c, wm))?,
                 Message::Idle => self.apply(gate.valve.on_idle(c))?,
                 Message::Barrier(b) => {
+                    floe_failpoints::failpoint!("checkpoint.barrier-received");
                     if let BarrierOutcome::Aligned(b) = gate.aligner.on_barrier(c, b) {
                         self.checkpoint(&b)?;
                         last_acked = Some(b.id);
@@ -415,8 +424,10 @@ impl OperatorTask {
     }
 
     fn checkpoint(&mut self, b: &CheckpointBarrier) -> Result<()> {
+        floe_failpoints::failpoint!("checkpoint.before-snapshot");
         let mut states = Vec::new();
         self.head.on_barrier(b, &mut states)?;
+        floe_failpoints::failpoint!("checkpoint.after-snapshot");
         self.link.ack(b.id, states)
     }
 

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use floe_dsl::prelude::*;
 use floe_dsl::JobConfig;
-use floe_runtime::Placement;
+use floe_runtime::{AttemptSecret, Placement};
 
 const N: u64 = 60_000;
 const KEYS: u64 = 101;
@@ -41,13 +41,14 @@ fn run_spread(placement: Vec<usize>, workers: usize, chk: &std::path::Path) -> (
         .into_iter()
         .enumerate()
         .map(|(w, listener)| {
-            let placement = Arc::new(Placement {
-                attempt: 7,
-                worker: w,
-                subtask_worker: placement.clone(),
+            let placement = Arc::new(Placement::new(
+                7,
+                w,
+                placement.clone(),
                 listener,
-                peers: peers.clone(),
-            });
+                peers.clone(),
+                AttemptSecret::from_bytes([5; 32]),
+            ));
             let chk = chk.to_path_buf();
             let parallelism = placement.subtask_worker.len();
             std::thread::spawn(move || {
@@ -104,13 +105,14 @@ fn three_subtasks_over_two_workers_with_an_uneven_placement() {
 fn a_bad_placement_is_refused_with_a_reason() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
-    let placement = Arc::new(Placement {
-        attempt: 1,
-        worker: 0,
-        subtask_worker: vec![0],
+    let placement = Arc::new(Placement::new(
+        1,
+        0,
+        vec![0],
         listener,
-        peers: vec![addr],
-    });
+        vec![addr],
+        AttemptSecret::from_bytes([5; 32]),
+    ));
     let dir = tempfile::tempdir().unwrap();
     let env = Env::with_config(JobConfig {
         parallelism: 2,

@@ -2,7 +2,13 @@
 //! cluster, or yours with `--brokers`), a generator writing payments to it, the fraud job
 //! (CEP on RocksDB state, checkpoints, exactly-once alerts), and the alerts printed as they
 //! are committed, with a live line of progress. Ends after `--count` payments (checking the
-//! alerts against the rule applied directly to the same payments) or on Ctrl-C.
+//! alerts against the rule applied directly to the same payments) or on Ctrl-C, and says
+//! what the job read, not what was generated.
+//!
+//! The embedded broker keeps only the last 5 MB of each partition, deleting older records
+//! whether they were read or not; so there the generator waits whenever it is more than
+//! [`MOCK_MAX_AHEAD`] records ahead of what the job has read, and any `--rate` works. (A
+//! record deleted unread would fail the job anyway: its Kafka source never skips silently.)
 //!
 //! ```text
 //! fraud-demo                       # 1,000,000 payments at 50,000/s on the embedded broker
@@ -19,8 +25,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use floe_dsl::kafka::sink::{Delivery, KafkaSink};
-use floe_dsl::kafka::{testing, KafkaConfig, DEAD_LETTERS_METRIC};
-use floe_dsl::metrics::Registry;
+use floe_dsl::kafka::{testing, KafkaConfig};
 use floe_dsl::prelude::*;
 use floe_jobs::fraud::{self, Alert};
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
@@ -80,6 +85,14 @@ const PAYMENTS: &str = "payments";
 const ALERTS: &str = "fraud-alerts";
 const DLQ: &str = "payments-dlq";
 const PARTITIONS: i32 = 4;
+/// How far (in records) the generator may run ahead of the job on the embedded broker.
+/// librdkafka's mock cluster keeps only the last 5 MB (or 100,000 batches) of each partition
+/// and deletes older records whether they were read or not; 20,000 payments of ~130 bytes
+/// are 2.6 MB, under that even if every one lands in the same partition (`--users 1`).
+const MOCK_MAX_AHEAD: u64 = 20_000;
+/// A progress line notes it when the job has read nothing for this long while records it
+/// has not read are in the broker.
+const STALL: Duration = Duration::from_secs(30);
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -147,6 +160,12 @@ fn main() -> anyhow::Result<()> {
         malformed_every: args.malformed_every,
     };
     let progress = Arc::new(LoadProgress::default());
+    let source = fraud::payments_source(kafka.clone(), PAYMENTS, "floe-fraud-demo").build()?;
+    let read = source.records_read();
+    let dead_letters = source.dead_letter_counter();
+    if mock.is_some() {
+        progress.stay_ahead_of(read.clone(), MOCK_MAX_AHEAD);
+    }
     let generator = {
         let (kafka, progress) = (kafka.clone(), progress.clone());
         std::thread::spawn(move || load.run(&kafka, &progress))
@@ -166,8 +185,6 @@ fn main() -> anyhow::Result<()> {
         ..EnvOptions::default()
     };
     let env = Env::from_options(&options)?;
-    let source = fraud::payments_source(kafka.clone(), PAYMENTS, "floe-fraud-demo").build()?;
-    let read = source.records_read();
     let payments = env.read_kafka(source);
     payments
         .dead_letters()
@@ -183,6 +200,7 @@ fn main() -> anyhow::Result<()> {
         .select(|m| Alert::of(m.get("fails")))
         .write_kafka(fraud::alerts_sink(kafka.clone(), ALERTS, delivery).build()?);
     let job = env.execute_async("fraud-demo")?;
+    let control = job.control();
 
     // The alerts, as they are committed.
     let alerts = Arc::new(Mutex::new(Vec::<Alert>::new()));
@@ -203,6 +221,7 @@ fn main() -> anyhow::Result<()> {
     // Progress, until the load is written and read, or Ctrl-C.
     let started = Instant::now();
     let (mut last_id, mut last_at) = (0u64, None::<Instant>);
+    let (mut last_read, mut read_at, mut stall_noted) = (0u64, Instant::now(), false);
     let mut ticks = 0u64;
     loop {
         std::thread::sleep(Duration::from_millis(250));
@@ -211,8 +230,22 @@ fn main() -> anyhow::Result<()> {
         if id != last_id {
             (last_id, last_at) = (id, Some(Instant::now()));
         }
-        let sent = progress.sent.load(Ordering::Relaxed) + progress.malformed.load(Ordering::Relaxed);
-        let done = generator.is_finished() && read.get() >= sent;
+        let (written, now_read) = (progress.written(), read.get());
+        let done = generator.is_finished() && now_read >= written;
+        if control.is_cancelled() {
+            // A task failed: the job is ending; its error is reported below.
+            break;
+        }
+        if now_read != last_read {
+            (last_read, read_at, stall_noted) = (now_read, Instant::now(), false);
+        } else if now_read < written && read_at.elapsed() >= STALL && !stall_noted {
+            stall_noted = true;
+            eprintln!(
+                "\nfraud-demo: the job has read nothing for {}s while {} records written are unread: is the broker reachable?",
+                STALL.as_secs(),
+                written - now_read
+            );
+        }
         if ticks.is_multiple_of(4) || done {
             let secs = started.elapsed().as_secs_f64();
             let checkpoint = match last_at {
@@ -221,10 +254,10 @@ fn main() -> anyhow::Result<()> {
             };
             eprint!(
                 "\r\x1b[2K{:>9} payments read ({:>7.0}/s) · {} alerts · {} dead letters · {checkpoint}",
-                read.get(),
-                read.get() as f64 / secs,
+                now_read,
+                now_read as f64 / secs,
                 alerts.lock().map(|a| a.len()).unwrap_or(0),
-                Registry::global().sum(DEAD_LETTERS_METRIC, &[]),
+                dead_letters.get(),
             );
             let _ = std::io::stderr().flush();
         }
@@ -236,7 +269,7 @@ fn main() -> anyhow::Result<()> {
     let was_interrupted = interrupted.load(Ordering::Relaxed);
     progress.stop.store(true, Ordering::Relaxed);
     job.stop();
-    let result = job.join()?;
+    let result = job.join();
     generator
         .join()
         .map_err(|_| anyhow::anyhow!("the generator panicked"))??;
@@ -245,18 +278,32 @@ fn main() -> anyhow::Result<()> {
     printer
         .join()
         .map_err(|_| anyhow::anyhow!("the alert printer panicked"))??;
+    let result = result.context("the fraud job failed")?;
 
+    // What the job read and did, not what the generator wrote.
     let alerts = std::mem::take(&mut *alerts.lock().map_err(|_| anyhow::anyhow!("alert list poisoned"))?);
-    let generated = progress.sent.load(Ordering::Relaxed);
+    let (generated, written, dead) = (
+        progress.sent.load(Ordering::Relaxed),
+        progress.written(),
+        dead_letters.get(),
+    );
+    let payments_read = read.get().saturating_sub(dead);
     println!(
-        "fraud-demo: {generated} payments in {:.1}s, {} alerts ({} shown), {} dead letters, {} late events, last checkpoint {:?}",
+        "fraud-demo: the job read {payments_read} payments and {dead} malformed records (dead letters) of {written} records written, \
+         in {:.1}s; {} alerts committed ({} shown), {} late events, last checkpoint {:?}",
         result.duration.as_secs_f64(),
         alerts.len(),
         printed.load(Ordering::Relaxed),
-        Registry::global().sum(DEAD_LETTERS_METRIC, &[]),
         cep.late.get(),
         result.last_checkpoint,
     );
+    if read.get() < written {
+        println!(
+            "fraud-demo: {} records written were not read by the job{}",
+            written - read.get(),
+            if was_interrupted { " (stopped by Ctrl-C)" } else { "" }
+        );
+    }
     if let Ok(h) = latency.lock() {
         if !h.is_empty() {
             println!(

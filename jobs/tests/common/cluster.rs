@@ -128,6 +128,17 @@ impl Cluster {
 
     /// Starts one more task manager.
     pub fn add_task_manager(&mut self, slots: usize) {
+        self.start_task_manager(slots, Stdio::inherit());
+    }
+
+    /// Starts one more task manager whose stderr (its own lines and its workers', as the
+    /// test's `FLOE_TEST_LOG` asks) goes to the file `log`.
+    pub fn add_task_manager_logged(&mut self, slots: usize, log: &Path) {
+        let file = std::fs::File::create(log).expect("create the task manager's log");
+        self.start_task_manager(slots, Stdio::from(file));
+    }
+
+    fn start_task_manager(&mut self, slots: usize, stderr: Stdio) {
         let n = self.tms.len();
         let child = Command::new(floe_bin())
             .args(["taskmanager", "--job-manager", &self.url, "--token", &self.token])
@@ -140,6 +151,7 @@ impl Cluster {
                 std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start floe taskmanager");
         self.tms.push(Proc(child));

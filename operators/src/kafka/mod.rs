@@ -1,9 +1,11 @@
 //! Kafka connectors: a source whose partitions Floe assigns and whose offsets live in
 //! checkpoints, with per-partition watermarks and dead letters; a sink with none,
-//! at-least-once or exactly-once delivery; and a test broker for integration tests.
+//! at-least-once or exactly-once delivery; a reader of a topic's raw committed log (`log`);
+//! and test brokers and the exactly-once verifier for integration tests (`testing`).
 
 pub mod config;
 pub mod dead_letter;
+pub mod log;
 mod rate_limit;
 pub mod sink;
 pub mod source;

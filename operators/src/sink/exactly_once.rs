@@ -124,8 +124,12 @@ impl<T, F: PartFormat<T>> ExactlyOnceFileSink<T, F> {
                 path.display()
             )));
         };
+        floe_failpoints::failpoint!("file.before-commit");
         match fs::rename(path, &target) {
-            Ok(()) => Ok(()),
+            Ok(()) => {
+                floe_failpoints::failpoint!("file.after-commit");
+                Ok(())
+            }
             // Committed before a crash: the checkpoint's record of it is all that is left.
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && target.exists() => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(RuntimeError::external(

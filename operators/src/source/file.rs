@@ -1,16 +1,26 @@
-//! Line-oriented file sources (JSON lines, CSV), split into byte ranges.
+//! Files of records (JSON lines, CSV), split into byte ranges.
 //!
 //! Each file is cut into splits of `split_size` bytes; split `j` (counting over all files in
-//! order) is read by subtask `j % parallelism`. A split owns exactly the lines that *start*
-//! inside it, so every line is read once whatever the split size. Lines are numbered from
-//! the start of their file. CSV fields may be quoted but may not contain line breaks.
+//! order) is read by subtask `j % parallelism`. A split owns exactly the records that
+//! *start* inside it, so every record is read once whatever the split size: a JSON record
+//! is a line; a CSV record is what the CSV grammar says, so a quoted field may hold line
+//! breaks (a subtask finds where records start by parsing from the start of the file, or
+//! from where its previous split of the file ended).
+//!
+//! A record longer than `max_record_bytes` is never held in memory whole: it goes to the bad
+//! records (or fails the job with `fail_on_bad_input`) with its length and first bytes, and
+//! reading goes on at the next record. Bad records carry their origin: the file, the line
+//! the record starts on (from 1) and its byte offset.
+
+mod chunks;
+mod csv_records;
+mod lines;
 
 use std::collections::VecDeque;
-use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::marker::PhantomData;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+use csv::ByteRecord;
 use floe_checkpoints::{decode, encode, StateSnapshot};
 use floe_runtime::{
     CheckpointBarrier, Data, OperatorContext, Output, Record, Result, RuntimeError, SourceFunction, SourceStatus,
@@ -19,18 +29,25 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
+use self::csv_records::CsvRecords;
+use self::lines::Lines;
+
 /// Longest raw text kept in a [`BadRecord`].
 const MAX_RAW: usize = 64 * 1024;
 
-/// How lines are parsed.
+/// The default of [`FileSourceOptions::max_record_bytes`]: 1 MiB.
+pub const DEFAULT_MAX_RECORD_BYTES: usize = 1 << 20;
+
+/// How records are written in the files.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum LineFormat {
     /// One JSON document per line.
     JsonLines,
-    /// Comma (or other) separated values; with a header row, fields map to struct fields by
+    /// Comma (or other) separated values (RFC 4180: a quoted field may hold delimiters,
+    /// doubled quotes and line breaks); with a header row, fields map to struct fields by
     /// name, else by position.
     Csv {
-        /// Whether the first line of each file names the columns.
+        /// Whether the first record of each file names the columns.
         has_header: bool,
         /// Field separator.
         delimiter: u8,
@@ -42,10 +59,12 @@ pub enum LineFormat {
 pub struct FileSourceOptions {
     /// Bytes per split.
     pub split_size: u64,
-    /// Fail the job at the first malformed line instead of setting it aside.
+    /// Fail the job at the first malformed record instead of setting it aside.
     pub fail_on_bad_input: bool,
-    /// Side output for malformed lines; without one they are logged.
+    /// Side output for malformed records; without one they are logged.
     pub errors_tag: Option<u64>,
+    /// Longest record (bytes, its line break excluded); a longer one is a bad record.
+    pub max_record_bytes: usize,
 }
 
 impl Default for FileSourceOptions {
@@ -54,44 +73,77 @@ impl Default for FileSourceOptions {
             split_size: 32 * 1024 * 1024,
             fail_on_bad_input: false,
             errors_tag: None,
+            max_record_bytes: DEFAULT_MAX_RECORD_BYTES,
         }
     }
 }
 
-/// A line that could not be read as a record, and where it came from.
+/// A record that could not be read, and where it came from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BadRecord {
     /// The file.
     pub source: String,
-    /// Line number in the file, from 1.
+    /// The line the record starts on, from 1.
     pub line: u64,
-    /// The line (lossy UTF-8, at most 64 KiB).
+    /// The byte offset in the file where the record starts.
+    #[serde(default)]
+    pub offset: u64,
+    /// The record (lossy UTF-8, at most 64 KiB: the first bytes of a longer one).
     pub raw: String,
     /// Why it was rejected.
     pub error: String,
 }
 
+/// A split: the records starting in `start..end` of a file.
 #[derive(Serialize, Deserialize)]
 struct Split {
     path: PathBuf,
     start: u64,
     end: u64,
-    /// Set when `start` is known to begin a line (a split resumed from a checkpoint): that
-    /// line's number.
+    /// Set when `start` is known to be a record boundary (a split resumed from a
+    /// checkpoint): the line it is on.
     line: Option<u64>,
 }
 
-struct SplitReader {
-    path: PathBuf,
-    name: String,
-    reader: BufReader<File>,
-    pos: u64,
-    end: u64,
-    line_no: u64,
-    headers: Option<csv::StringRecord>,
+/// What reads a file.
+enum Reader {
+    Json(Lines),
+    Csv(CsvRecords),
 }
 
-/// Reads files of lines into records of `T`.
+impl Reader {
+    /// The offset and line of the next record boundary.
+    fn boundary(&self) -> (u64, u64) {
+        match self {
+            Reader::Json(r) => r.boundary(),
+            Reader::Csv(r) => r.boundary(),
+        }
+    }
+
+    fn skip_to(&mut self, to: u64) -> std::io::Result<()> {
+        match self {
+            Reader::Json(r) => r.skip_to(to),
+            Reader::Csv(r) => r.skip_to(to),
+        }
+    }
+}
+
+/// The split being read.
+struct Current {
+    path: PathBuf,
+    name: String,
+    reader: Reader,
+    end: u64,
+}
+
+/// The header of a CSV file and where the records after it start.
+struct Header {
+    path: PathBuf,
+    fields: Option<ByteRecord>,
+    after: (u64, u64),
+}
+
+/// Reads files of records into records of `T`.
 ///
 /// ```
 /// use floe_operators::source::file::{FileSource, FileSourceOptions, LineFormat};
@@ -104,8 +156,12 @@ pub struct FileSource<T> {
     format: LineFormat,
     options: FileSourceOptions,
     splits: VecDeque<Split>,
-    current: Option<SplitReader>,
-    line: Vec<u8>,
+    current: Option<Current>,
+    /// The reader of the last split finished, kept to go on to the next split of the same
+    /// file without parsing it from the start again.
+    parked: Option<Current>,
+    /// The header of the CSV file read last.
+    header: Option<Header>,
     bad_logged: u64,
     _t: PhantomData<fn() -> T>,
 }
@@ -119,150 +175,250 @@ impl<T> FileSource<T> {
             options,
             splits: VecDeque::new(),
             current: None,
-            line: Vec::new(),
+            parked: None,
+            header: None,
             bad_logged: 0,
             _t: PhantomData,
         }
     }
 }
 
-fn io_err(path: &std::path::Path, what: &str, e: std::io::Error) -> RuntimeError {
+fn io_err(path: &Path, what: &str, e: std::io::Error) -> RuntimeError {
     RuntimeError::external(format!("{what} {}", path.display()), e)
 }
 
-/// Counts the newlines before byte `pos`.
-fn newlines_before(file: &mut File, pos: u64) -> std::io::Result<u64> {
-    file.seek(SeekFrom::Start(0))?;
-    let mut take = file.take(pos);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut n = 0u64;
-    loop {
-        let read = take.read(&mut buf)?;
-        if read == 0 {
-            return Ok(n);
+/// The first bytes of a record, as text.
+fn shown(raw: &[u8]) -> String {
+    let mut raw = String::from_utf8_lossy(&raw[..raw.len().min(MAX_RAW)]).into_owned();
+    if raw.len() > MAX_RAW {
+        let mut cut = MAX_RAW;
+        while !raw.is_char_boundary(cut) {
+            cut -= 1;
         }
-        n += buf[..read].iter().filter(|b| **b == b'\n').count() as u64;
+        raw.truncate(cut);
     }
+    raw
 }
 
-fn trim_line(line: &[u8]) -> &[u8] {
-    let line = line.strip_suffix(b"\n").unwrap_or(line);
-    line.strip_suffix(b"\r").unwrap_or(line)
+/// Where a bad record is, and what is wrong with it.
+struct Bad {
+    line: u64,
+    offset: u64,
+    raw: String,
+    error: String,
+}
+
+fn too_long(len: u64, max: usize) -> String {
+    format!("record of {len} bytes is longer than the limit of {max} bytes (--max-record-bytes)")
 }
 
 impl<T: DeserializeOwned + Data> FileSource<T> {
-    fn open_split(&self, split: &Split) -> Result<SplitReader> {
+    fn csv_header(&mut self, path: &Path, delimiter: u8) -> Result<&Header> {
+        if self.header.as_ref().is_none_or(|h| h.path != path) {
+            let mut r = CsvRecords::open(path, 0, 1, delimiter).map_err(|e| io_err(path, "opening", e))?;
+            let first = r
+                .next(self.options.max_record_bytes, u64::MAX)
+                .map_err(|e| io_err(path, "reading", e))?;
+            let fields = match first {
+                None => None,
+                Some(at) if at.oversized => {
+                    return Err(RuntimeError::InvalidRecord(format!(
+                        "{}:{}: unreadable CSV header: {}",
+                        path.display(),
+                        at.line,
+                        too_long(at.len, self.options.max_record_bytes)
+                    )))
+                }
+                Some(_) => Some(r.record.clone()),
+            };
+            self.header = Some(Header {
+                path: path.to_path_buf(),
+                fields,
+                after: r.boundary(),
+            });
+        }
+        self.header
+            .as_ref()
+            .ok_or_else(|| RuntimeError::Internal("CSV header not read".into()))
+    }
+
+    /// A reader positioned at the first record of `split`.
+    fn open_split(&mut self, split: &Split) -> Result<Current> {
         let path = &split.path;
-        let mut file = File::open(path).map_err(|e| io_err(path, "opening", e))?;
-        let mut headers = None;
+        let mut from = match split.line {
+            Some(line) => (split.start, line),
+            None => (0, 1),
+        };
         if let LineFormat::Csv {
             has_header: true,
             delimiter,
         } = self.format
         {
-            let mut first = Vec::new();
-            BufReader::new(&mut file)
-                .read_until(b'\n', &mut first)
-                .map_err(|e| io_err(path, "reading", e))?;
-            headers = Some(parse_csv(trim_line(&first), delimiter).map_err(|e| {
-                RuntimeError::InvalidRecord(format!("{}:1: unreadable CSV header: {e}", path.display()))
-            })?);
+            let after = self.csv_header(path, delimiter)?.after;
+            if from.0 < after.0 {
+                from = after;
+            }
         }
-        let mut pos = split.start;
-        if split.start > 0 && split.line.is_none() {
-            // The line that starts at `start` is ours only if a newline ends the one before.
-            file.seek(SeekFrom::Start(split.start - 1))
-                .map_err(|e| io_err(path, "reading", e))?;
-            let mut skip = Vec::new();
-            let mut r = BufReader::new(&mut file);
-            let n = r.read_until(b'\n', &mut skip).map_err(|e| io_err(path, "reading", e))?;
-            pos = split.start - 1 + n as u64;
-        }
-        let line_no = if pos == 0 {
-            1
-        } else if let Some(line) = split.line {
-            line
-        } else {
-            newlines_before(&mut file, pos).map_err(|e| io_err(path, "reading", e))? + 1
-        };
-        file.seek(SeekFrom::Start(pos))
-            .map_err(|e| io_err(path, "reading", e))?;
-        Ok(SplitReader {
-            path: path.clone(),
-            name: path.display().to_string(),
-            reader: BufReader::with_capacity(256 * 1024, file),
-            pos,
-            end: split.end,
-            line_no,
-            headers,
-        })
-    }
-
-    fn parse(&self, line: &[u8], headers: Option<&csv::StringRecord>) -> std::result::Result<T, String> {
-        let text = std::str::from_utf8(line).map_err(|e| format!("invalid UTF-8: {e}"))?;
-        match &self.format {
-            LineFormat::JsonLines => serde_json::from_str(text).map_err(|e| e.to_string()),
-            LineFormat::Csv { delimiter, .. } => {
-                let record = parse_csv(line, *delimiter)?;
-                if let Some(h) = headers {
-                    if h.len() != record.len() {
-                        return Err(format!("expected {} fields, found {}", h.len(), record.len()));
+        // Go on from where the last split finished, if it was of the same file and ended at
+        // or before this one's start: no record starts between its end and the boundary it
+        // stopped at, so the first record at or after this split's start is at or after
+        // that boundary. (Splits restored from a checkpoint come in any order.)
+        let parked = self
+            .parked
+            .take()
+            .filter(|p| p.path == *path && split.line.is_none() && p.end <= split.start);
+        let mut current = match parked {
+            Some(p) => p,
+            None => {
+                let reader = match self.format {
+                    LineFormat::JsonLines => Lines::open(path, from.0, from.1).map(Reader::Json),
+                    LineFormat::Csv { delimiter, .. } => {
+                        CsvRecords::open(path, from.0, from.1, delimiter).map(Reader::Csv)
                     }
+                };
+                Current {
+                    path: path.clone(),
+                    name: path.display().to_string(),
+                    reader: reader.map_err(|e| io_err(path, "opening", e))?,
+                    end: split.end,
                 }
-                record.deserialize(headers).map_err(|e| e.to_string())
             }
-        }
+        };
+        current.end = split.end;
+        current
+            .reader
+            .skip_to(split.start)
+            .map_err(|e| io_err(path, "reading", e))?;
+        Ok(current)
     }
 
-    fn reject(
-        &mut self,
-        name: &str,
-        line_no: u64,
-        raw: &[u8],
-        error: String,
-        bad: &mut Vec<Record<BadRecord>>,
-    ) -> Result<()> {
-        let mut raw = String::from_utf8_lossy(raw).into_owned();
-        if raw.len() > MAX_RAW {
-            let mut cut = MAX_RAW;
-            while !raw.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            raw.truncate(cut);
-        }
+    /// Sets aside (or fails on) a bad record.
+    fn reject(&mut self, name: &str, bad: Bad, out: &mut Vec<Record<BadRecord>>) -> Result<()> {
         if self.options.fail_on_bad_input {
-            let shown: String = raw.chars().take(200).collect();
+            let shown: String = bad.raw.chars().take(200).collect();
             return Err(RuntimeError::InvalidRecord(format!(
-                "{name}:{line_no}: {error}: {shown}"
+                "{name}:{} (byte {}): {}: {shown}",
+                bad.line, bad.offset, bad.error
             )));
         }
         if self.options.errors_tag.is_some() {
-            bad.push(Record::untimed(BadRecord {
+            out.push(Record::untimed(BadRecord {
                 source: name.to_string(),
-                line: line_no,
-                raw,
-                error,
+                line: bad.line,
+                offset: bad.offset,
+                raw: bad.raw,
+                error: bad.error,
             }));
         } else {
             self.bad_logged += 1;
-            let shown: String = raw.chars().take(200).collect();
-            warn!(file = name, line = line_no, %error, raw = %shown, total = self.bad_logged, "malformed input line skipped");
+            let shown: String = bad.raw.chars().take(200).collect();
+            warn!(file = name, line = bad.line, offset = bad.offset, error = %bad.error, raw = %shown, total = self.bad_logged, "malformed input record skipped");
         }
         Ok(())
     }
-}
 
-fn parse_csv(line: &[u8], delimiter: u8) -> std::result::Result<csv::StringRecord, String> {
-    let mut reader = csv::ReaderBuilder::new()
-        .has_headers(false)
-        .delimiter(delimiter)
-        .flexible(true)
-        .from_reader(line);
-    let mut record = csv::StringRecord::new();
-    match reader.read_record(&mut record) {
-        Ok(true) => Ok(record),
-        Ok(false) => Err("empty CSV row".into()),
-        Err(e) => Err(e.to_string()),
+    /// Reads records of the current split until `records` holds `max`; whether the split
+    /// is finished.
+    fn read_json(
+        &mut self,
+        current: &mut Current,
+        records: &mut Vec<Record<T>>,
+        bad: &mut Vec<Record<BadRecord>>,
+        max: usize,
+    ) -> Result<bool> {
+        let Reader::Json(lines) = &mut current.reader else {
+            return Err(RuntimeError::Internal("a JSON split without a line reader".into()));
+        };
+        let limit = self.options.max_record_bytes;
+        while records.len() < max {
+            if lines.boundary().0 >= current.end {
+                return Ok(true); // the next line is the next split's
+            }
+            let Some(line) = lines.next(limit).map_err(|e| io_err(&current.path, "reading", e))? else {
+                return Ok(true);
+            };
+            let rejected = if line.len > limit as u64 {
+                Some(too_long(line.len, limit))
+            } else if line.bytes.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            } else {
+                match std::str::from_utf8(line.bytes) {
+                    Err(e) => Some(format!("invalid UTF-8: {e}")),
+                    Ok(text) => match serde_json::from_str(text) {
+                        Ok(v) => {
+                            records.push(Record::untimed(v));
+                            None
+                        }
+                        Err(e) => Some(e.to_string()),
+                    },
+                }
+            };
+            if let Some(error) = rejected {
+                let b = Bad {
+                    line: line.number,
+                    offset: line.start,
+                    raw: shown(line.bytes),
+                    error,
+                };
+                self.reject(&current.name, b, bad)?;
+            }
+        }
+        Ok(false)
+    }
+
+    /// As [`read_json`](Self::read_json), for CSV.
+    fn read_csv(
+        &mut self,
+        current: &mut Current,
+        records: &mut Vec<Record<T>>,
+        bad: &mut Vec<Record<BadRecord>>,
+        max: usize,
+    ) -> Result<bool> {
+        let limit = self.options.max_record_bytes;
+        let header = match &self.header {
+            Some(h) if h.path == current.path => h.fields.clone(),
+            _ => None,
+        };
+        while records.len() < max {
+            let Reader::Csv(csv) = &mut current.reader else {
+                return Err(RuntimeError::Internal("a CSV split without a CSV reader".into()));
+            };
+            let Some(at) = csv
+                .next(limit, current.end)
+                .map_err(|e| io_err(&current.path, "reading", e))?
+            else {
+                return Ok(true);
+            };
+            let error = if at.oversized {
+                too_long(at.len, limit)
+            } else {
+                let r = &csv.record;
+                if r.len() == 1 && r[0].iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match &header {
+                    Some(h) if h.len() != r.len() => format!("expected {} fields, found {}", h.len(), r.len()),
+                    _ => match r.deserialize::<T>(header.as_ref()) {
+                        Ok(v) => {
+                            records.push(Record::untimed(v));
+                            continue;
+                        }
+                        Err(e) => e.to_string(),
+                    },
+                }
+            };
+            let raw = csv
+                .raw(at.start, usize::try_from(at.len).unwrap_or(usize::MAX).min(MAX_RAW))
+                .map_err(|e| io_err(&current.path, "reading", e))?;
+            let b = Bad {
+                line: at.line,
+                offset: at.start,
+                raw: shown(&raw),
+                error,
+            };
+            self.reject(&current.name, b, bad)?;
+        }
+        Ok(false)
     }
 }
 
@@ -300,11 +456,14 @@ impl<T: DeserializeOwned + Data> SourceFunction for FileSource<T> {
     }
 
     fn snapshot_state(&mut self, _barrier: &CheckpointBarrier, _ctx: &mut OperatorContext) -> Result<StateSnapshot> {
-        let current = self.current.as_ref().map(|r| Split {
-            path: r.path.clone(),
-            start: r.pos,
-            end: r.end,
-            line: Some(r.line_no),
+        let current = self.current.as_ref().map(|c| {
+            let (start, line) = c.reader.boundary();
+            Split {
+                path: c.path.clone(),
+                start,
+                end: c.end,
+                line: Some(line),
+            }
         });
         let operator = current
             .iter()
@@ -322,50 +481,27 @@ impl<T: DeserializeOwned + Data> SourceFunction for FileSource<T> {
         let mut records: Vec<Record<T>> = Vec::with_capacity(max);
         let mut bad: Vec<Record<BadRecord>> = Vec::new();
         while records.len() < max {
-            let mut reader = match self.current.take() {
-                Some(r) => r,
+            let mut current = match self.current.take() {
+                Some(c) => c,
                 None => match self.splits.pop_front() {
                     Some(split) => self.open_split(&split)?,
                     None => break,
                 },
             };
-            let mut line = std::mem::take(&mut self.line);
-            let mut finished = false;
-            while records.len() < max {
-                if reader.pos >= reader.end {
-                    finished = true;
-                    break;
-                }
-                line.clear();
-                let n = reader
-                    .reader
-                    .read_until(b'\n', &mut line)
-                    .map_err(|e| RuntimeError::external(format!("reading {}", reader.name), e))?;
-                if n == 0 {
-                    finished = true;
-                    break;
-                }
-                reader.pos += n as u64;
-                let line_no = reader.line_no;
-                reader.line_no += 1;
-                let content = trim_line(&line);
-                if content.iter().all(u8::is_ascii_whitespace) {
-                    continue;
-                }
-                if line_no == 1 && reader.headers.is_some() {
-                    continue; // the header row
-                }
-                match self.parse(content, reader.headers.as_ref()) {
-                    Ok(v) => records.push(Record::untimed(v)),
-                    Err(e) => self.reject(&reader.name, line_no, content, e, &mut bad)?,
-                }
-            }
-            self.line = line;
-            if !finished {
-                self.current = Some(reader);
+            let finished = match self.format {
+                LineFormat::JsonLines => self.read_json(&mut current, &mut records, &mut bad, max)?,
+                LineFormat::Csv { .. } => self.read_csv(&mut current, &mut records, &mut bad, max)?,
+            };
+            if finished {
+                self.parked = Some(current);
+            } else {
+                self.current = Some(current);
             }
         }
         let done = self.current.is_none() && self.splits.is_empty();
+        if done {
+            self.parked = None;
+        }
         if let (Some(tag), false) = (self.options.errors_tag, bad.is_empty()) {
             out.emit_side(tag, Box::new(bad))?;
         }
@@ -382,3 +518,5 @@ impl<T: DeserializeOwned + Data> SourceFunction for FileSource<T> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod throughput;

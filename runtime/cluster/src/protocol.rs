@@ -424,8 +424,8 @@ pub struct Heartbeat {
 pub enum TmCommand {
     /// Start a worker process.
     Deploy {
-        /// What it runs.
-        spec: WorkerSpec,
+        /// What it runs (boxed: the other commands are two numbers).
+        spec: Box<WorkerSpec>,
     },
     /// Kill (SIGKILL) the worker of `attempt` and forget it.
     Kill {
@@ -484,6 +484,9 @@ pub struct WorkerSpec {
     pub restore_from: Option<String>,
     /// The host to listen on for data from other workers.
     pub host: String,
+    /// The secret every connection between the attempt's workers proves (its own for each
+    /// attempt; never shown by `Debug`).
+    pub secret: floe_runtime::AttemptSecret,
     /// The credential the worker calls the job manager with: it opens only this attempt's
     /// endpoints (filled in by the job manager when it hands the spec to a task manager).
     #[serde(default)]

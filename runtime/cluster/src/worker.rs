@@ -96,13 +96,14 @@ impl Worker {
                     .ok_or_else(|| ClusterError::Other(format!("peer address `{a}` does not resolve")))
             })
             .collect::<Result<Vec<SocketAddr>>>()?;
-        let placement = Arc::new(Placement {
-            attempt: spec.attempt,
-            worker: spec.worker,
-            subtask_worker: spec.placement.clone(),
+        let placement = Arc::new(Placement::new(
+            spec.attempt,
+            spec.worker,
+            spec.placement.clone(),
             listener,
             peers,
-        });
+            spec.secret.clone(),
+        ));
         Ok(Worker { spec, jm, placement })
     }
 

@@ -173,7 +173,7 @@ impl FakeTm {
                     match command {
                         TmCommand::Deploy { spec } => {
                             s.workers.insert((spec.attempt, spec.worker), WorkerState::Running);
-                            s.deployed.push(spec);
+                            s.deployed.push(*spec);
                         }
                         TmCommand::Kill { attempt, worker } => {
                             s.workers.remove(&(attempt, worker));

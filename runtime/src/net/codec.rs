@@ -64,11 +64,35 @@ const BARRIER: u8 = 3;
 const END_OF_DATA: u8 = 4;
 const END_OF_STREAM: u8 = 5;
 
-/// Frames larger than this are refused: a corrupt length must not allocate gigabytes.
-pub(crate) const MAX_FRAME: usize = 1 << 30;
+/// The largest data frame (one batch) by default: a batch of 1024 records of a few hundred
+/// bytes each takes a few hundred KB; this leaves room for batches a hundred times larger.
+/// Jobs set their own with `ExecutionConfig::max_frame_bytes`.
+pub const DEFAULT_MAX_FRAME: usize = 64 << 20;
+/// The largest control message (a checkpoint acknowledgement lists a task's state files,
+/// the SSTs of each included).
+pub(crate) const CONTROL_MAX: usize = 8 << 20;
+/// Bytes a frame's buffer grows by before they arrived, at most: a peer that claims a large
+/// frame and sends little costs this, not the frame.
+const GROWTH: usize = 64 * 1024;
 
-/// Encodes `message` as one frame into `buf` (cleared first).
-pub(crate) fn encode_message(message: Message, codec: &dyn BatchCodec, buf: &mut Vec<u8>) -> Result<()> {
+/// A frame's length exceeds what the connection allows.
+#[derive(Debug)]
+pub(crate) struct FrameTooLarge {
+    pub(crate) len: usize,
+    pub(crate) max: usize,
+}
+
+impl std::fmt::Display for FrameTooLarge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "a frame of {} bytes, above the {} allowed", self.len, self.max)
+    }
+}
+
+impl std::error::Error for FrameTooLarge {}
+
+/// Encodes `message` as one frame into `buf` (cleared first); a frame above `max` bytes is
+/// an error that says how to raise the limit.
+pub(crate) fn encode_message(message: Message, codec: &dyn BatchCodec, buf: &mut Vec<u8>, max: usize) -> Result<()> {
     buf.clear();
     buf.extend_from_slice(&[0; 4]);
     match message {
@@ -90,14 +114,21 @@ pub(crate) fn encode_message(message: Message, codec: &dyn BatchCodec, buf: &mut
     }
     let len = u32::try_from(buf.len() - 4)
         .ok()
-        .filter(|l| (*l as usize) <= MAX_FRAME)
-        .ok_or_else(|| RuntimeError::Internal(format!("a batch of {} bytes is too large to send", buf.len())))?;
+        .filter(|l| (*l as usize) <= max)
+        .ok_or_else(|| {
+            RuntimeError::InvalidGraph(format!(
+                "a batch of {} bytes is larger than the {max} bytes a frame between workers may hold: lower --batch-size or raise --max-frame-mb (on every worker)",
+                buf.len() - 4
+            ))
+        })?;
     buf[..4].copy_from_slice(&len.to_le_bytes());
     Ok(())
 }
 
-/// Reads one frame's body into `buf`; `Ok(false)` at a clean end of the connection.
-pub(crate) fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<bool> {
+/// Reads one frame's body (at most `max` bytes) into `buf`; `Ok(false)` at a clean end of
+/// the connection. The buffer grows only as bytes arrive (by at most what arrived, or 64 KB),
+/// so a length that lies costs nothing; its capacity is kept for the next frame.
+pub(crate) fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>, max: usize) -> io::Result<bool> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len) {
         Ok(()) => {}
@@ -105,15 +136,31 @@ pub(crate) fn read_frame(r: &mut impl Read, buf: &mut Vec<u8>) -> io::Result<boo
         Err(e) => return Err(e),
     }
     let len = u32::from_le_bytes(len) as usize;
-    if len == 0 || len > MAX_FRAME {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("bad frame length {len}"),
-        ));
+    if len == 0 {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "an empty frame"));
     }
-    buf.resize(len, 0);
-    r.read_exact(buf)?;
+    if len > max {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, FrameTooLarge { len, max }));
+    }
+    let mut at = 0;
+    while at < len {
+        // What is already allocated is free to use; beyond it, grow by what arrived.
+        let end = len.min(buf.capacity().max(at.saturating_mul(2)).max(GROWTH));
+        if buf.len() < end {
+            buf.resize(end, 0);
+        }
+        r.read_exact(&mut buf[at..end])?;
+        at = end;
+    }
+    buf.truncate(len);
     Ok(true)
+}
+
+/// Writes `body` as one frame.
+pub(crate) fn write_frame(w: &mut impl Write, body: &[u8]) -> io::Result<()> {
+    let len = u32::try_from(body.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "frame too large"))?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(body)
 }
 
 /// Decodes a frame body read by [`read_frame`].
@@ -134,19 +181,20 @@ pub(crate) fn decode_message(body: &[u8], codec: &dyn BatchCodec) -> Result<Mess
     })
 }
 
-/// Writes a length-prefixed bincode value (handshakes and control messages).
+/// Writes a length-prefixed bincode value (control messages).
 pub(crate) fn write_value<T: serde::Serialize>(w: &mut impl Write, value: &T) -> io::Result<()> {
     let body = bincode::serialize(value).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-    w.write_all(&(body.len() as u32).to_le_bytes())?;
-    w.write_all(&body)
+    write_frame(w, &body)
 }
 
-/// Reads a value written by [`write_value`]; `Ok(None)` at a clean end of the connection.
+/// Reads a value written by [`write_value`], of at most `max` bytes; `Ok(None)` at a clean
+/// end of the connection.
 pub(crate) fn read_value<T: serde::de::DeserializeOwned>(
     r: &mut impl Read,
     buf: &mut Vec<u8>,
+    max: usize,
 ) -> io::Result<Option<T>> {
-    if !read_frame(r, buf)? {
+    if !read_frame(r, buf, max)? {
         return Ok(None);
     }
     bincode::deserialize(buf)
@@ -179,13 +227,13 @@ mod tests {
         let mut wire = Vec::new();
         let mut buf = Vec::new();
         for m in messages {
-            encode_message(m, &codec, &mut buf).unwrap();
+            encode_message(m, &codec, &mut buf, DEFAULT_MAX_FRAME).unwrap();
             wire.extend_from_slice(&buf);
         }
         let mut r = wire.as_slice();
         let mut body = Vec::new();
         let mut got = Vec::new();
-        while read_frame(&mut r, &mut body).unwrap() {
+        while read_frame(&mut r, &mut body, DEFAULT_MAX_FRAME).unwrap() {
             got.push(decode_message(&body, &codec).unwrap());
         }
         assert_eq!(got.len(), 6);
@@ -209,6 +257,47 @@ mod tests {
         assert!(decode_message(&[0, 255, 255], &codec).is_err());
         let mut body = Vec::new();
         let huge = (u32::MAX).to_le_bytes();
-        assert!(read_frame(&mut &huge[..], &mut body).is_err());
+        let e = read_frame(&mut &huge[..], &mut body, DEFAULT_MAX_FRAME).unwrap_err();
+        assert!(
+            e.to_string().contains("4294967295 bytes, above the 67108864 allowed"),
+            "{e}"
+        );
+        assert!(
+            read_frame(&mut &[0u8, 0, 0, 0][..], &mut body, 10).is_err(),
+            "an empty frame"
+        );
+    }
+
+    #[test]
+    fn a_large_claim_allocates_only_what_arrives() {
+        // A claim of 60 MB followed by 100 bytes and the end of the connection.
+        let mut wire = (60u32 << 20).to_le_bytes().to_vec();
+        wire.extend_from_slice(&[7; 100]);
+        let mut body = Vec::new();
+        let e = read_frame(&mut wire.as_slice(), &mut body, DEFAULT_MAX_FRAME).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(body.capacity() <= 2 * GROWTH, "grew to {} bytes", body.capacity());
+        // A real large frame arrives whole, and the next smaller one reuses the buffer.
+        let big: Vec<u8> = (0..1_000_000u32).map(|i| i as u8).collect();
+        let mut wire = Vec::new();
+        write_frame(&mut wire, &big).unwrap();
+        write_frame(&mut wire, &[1, 2, 3]).unwrap();
+        let mut r = wire.as_slice();
+        assert!(read_frame(&mut r, &mut body, DEFAULT_MAX_FRAME).unwrap());
+        assert_eq!(body, big);
+        let capacity = body.capacity();
+        assert!(read_frame(&mut r, &mut body, DEFAULT_MAX_FRAME).unwrap());
+        assert_eq!(body, [1, 2, 3]);
+        assert_eq!(body.capacity(), capacity);
+        assert!(!read_frame(&mut r, &mut body, DEFAULT_MAX_FRAME).unwrap());
+    }
+
+    #[test]
+    fn a_batch_above_the_limit_is_refused_at_the_sender_with_the_flags_to_change() {
+        let codec = BincodeCodec::<u64>::new();
+        let batch: Vec<Record<u64>> = (0..1000).map(Record::untimed).collect();
+        let mut buf = Vec::new();
+        let e = encode_message(Message::Data(Box::new(batch)), &codec, &mut buf, 1000).unwrap_err();
+        assert!(e.to_string().contains("--max-frame-mb"), "{e}");
     }
 }

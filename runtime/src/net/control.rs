@@ -4,7 +4,7 @@
 //! writes its tasks' checkpoint state to the shared checkpoint storage itself and reports
 //! only the files.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufReader, BufWriter, Write};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -14,7 +14,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use floe_checkpoints::{CheckpointStorage, StateFile};
 use serde::{Deserialize, Serialize};
 
-use super::codec::{read_value, write_value};
+use super::codec::{read_value, write_value, CONTROL_MAX};
 use super::io::CancellableStream;
 use crate::error::{Result, RuntimeError};
 use crate::task::{Control, Report};
@@ -93,18 +93,66 @@ pub(crate) fn fail(slot: &NetError, cancel: &AtomicBool, e: RuntimeError) {
     cancel.store(true, Ordering::SeqCst);
 }
 
-/// Worker 0's side of the connection to worker `worker`: sends it the restore point and
-/// its tasks' control messages, and turns its reports into the coordinator's.
+/// What another worker may report about: its own tasks, and state of its own subtasks.
+#[derive(Clone, Debug)]
+pub(crate) struct PeerTasks {
+    /// The worker.
+    pub(crate) worker: usize,
+    /// Ids of the tasks it runs.
+    pub(crate) tasks: HashSet<usize>,
+    /// Operators in the job graph.
+    pub(crate) nodes: usize,
+    /// For each subtask index, the worker that runs it.
+    pub(crate) subtask_worker: Vec<usize>,
+}
+
+impl PeerTasks {
+    /// Checks every field of `m` before the coordinator sees it; `Err` says what is wrong.
+    fn check(&self, m: &ToLeader, finished: &HashSet<usize>) -> std::result::Result<(), String> {
+        let (ToLeader::Ack { task, .. } | ToLeader::SourceEnded { task } | ToLeader::Finished { task }) = m;
+        if !self.tasks.contains(task) {
+            return Err(format!("a report for task {task}, which it does not run"));
+        }
+        match m {
+            ToLeader::Finished { task } if finished.contains(task) => Err(format!("task {task} finished twice")),
+            ToLeader::Ack { files, .. } => files.iter().try_for_each(|f| {
+                if f.node >= self.nodes {
+                    return Err(format!("state of operator {}, of {}", f.node, self.nodes));
+                }
+                if self.subtask_worker.get(f.subtask) != Some(&self.worker) {
+                    return Err(format!("state of subtask {}, which it does not run", f.subtask));
+                }
+                match std::iter::once(&f.file)
+                    .chain(f.shared.iter().map(|s| &s.name))
+                    .find(|n| !plain_file_name(n))
+                {
+                    Some(n) => Err(format!("a state file named {n:?}, not a plain file name")),
+                    None => Ok(()),
+                }
+            }),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Whether `name` names a file in a directory, not a path elsewhere.
+fn plain_file_name(name: &str) -> bool {
+    !name.is_empty() && name != "." && name != ".." && !name.contains(['/', '\\', '\0'])
+}
+
+/// Worker 0's side of the connection to worker `peer.worker`: sends it the restore point
+/// and its tasks' control messages, and turns its reports into the coordinator's, once
+/// checked against what that worker runs.
 pub(crate) fn serve_worker(
-    worker: usize,
+    peer: PeerTasks,
     stream: CancellableStream,
     restore: Option<RestoreFrom>,
     controls: Receiver<(usize, Control)>,
     reports: Sender<Report>,
-    tasks: usize,
     net: NetShared,
 ) {
     let NetShared { cancel, error } = net;
+    let (worker, tasks) = (peer.worker, peer.tasks.len());
     let Ok(write_half) = stream.try_clone() else {
         fail(
             &error,
@@ -146,28 +194,35 @@ pub(crate) fn serve_worker(
         .spawn(move || {
             let mut r = BufReader::new(stream);
             let mut buf = Vec::new();
-            let mut finished = 0;
+            let mut finished = HashSet::new();
             loop {
-                match read_value::<ToLeader>(&mut r, &mut buf) {
+                match read_value::<ToLeader>(&mut r, &mut buf, CONTROL_MAX) {
                     Ok(Some(m)) => {
+                        if let Err(what) = peer.check(&m, &finished) {
+                            return fail(
+                                &error,
+                                &cancel,
+                                RuntimeError::Internal(format!("worker {worker} sent {what}: the attempt fails")),
+                            );
+                        }
                         let report = match m {
                             ToLeader::Ack { id, task, files } => Report::AckWritten { id, task, files },
                             ToLeader::SourceEnded { task } => Report::SourceEnded { task },
                             ToLeader::Finished { task } => {
-                                finished += 1;
+                                finished.insert(task);
                                 Report::Finished { task }
                             }
                         };
                         let _ = reports.send(report);
                     }
-                    Ok(None) if finished >= tasks => return,
+                    Ok(None) if finished.len() >= tasks => return,
                     Ok(None) => {
                         return fail(
                             &error,
                             &cancel,
                             RuntimeError::Internal(format!(
                                 "worker {worker} closed its connection with {} of its {tasks} tasks running (it failed or was killed)",
-                                tasks - finished
+                                tasks - finished.len()
                             )),
                         )
                     }
@@ -249,7 +304,7 @@ pub(crate) fn follow_leader(
             let mut r = stream;
             let mut buf = Vec::new();
             loop {
-                match read_value::<ToWorker>(&mut r, &mut buf) {
+                match read_value::<ToWorker>(&mut r, &mut buf, CONTROL_MAX) {
                     Ok(Some(ToWorker::Control { task, control })) => {
                         if matches!(control, Control::Terminate) {
                             // Only a stop with savepoint terminates tasks.
@@ -285,4 +340,72 @@ pub(crate) fn follow_leader(
         })
         .map_err(|e| RuntimeError::external("spawning the control thread", e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn peer() -> PeerTasks {
+        PeerTasks {
+            worker: 1,
+            tasks: [1, 3].into_iter().collect(),
+            nodes: 2,
+            subtask_worker: vec![0, 1],
+        }
+    }
+
+    fn file(node: usize, subtask: usize, name: &str) -> StateFile {
+        StateFile {
+            node,
+            subtask,
+            file: name.into(),
+            bytes: 1,
+            checksum: 0,
+            shared: Vec::new(),
+            uploaded: 0,
+        }
+    }
+
+    fn ack(files: Vec<StateFile>) -> ToLeader {
+        ToLeader::Ack { id: 1, task: 3, files }
+    }
+
+    #[test]
+    fn reports_of_the_workers_own_tasks_pass() {
+        let none = HashSet::new();
+        assert_eq!(peer().check(&ToLeader::SourceEnded { task: 1 }, &none), Ok(()));
+        assert_eq!(peer().check(&ToLeader::Finished { task: 3 }, &none), Ok(()));
+        assert_eq!(peer().check(&ack(vec![file(1, 1, "op-1-1.state")]), &none), Ok(()));
+    }
+
+    #[test]
+    fn every_field_a_peer_sends_is_checked() {
+        let none = HashSet::new();
+        let p = peer();
+        for (m, says) in [
+            (ToLeader::SourceEnded { task: 1000 }, "task 1000"),
+            (ToLeader::Finished { task: 0 }, "task 0"),
+            (ack(vec![file(2, 1, "f")]), "operator 2"),
+            (ack(vec![file(0, 0, "f")]), "subtask 0"),
+            (ack(vec![file(0, 7, "f")]), "subtask 7"),
+            (ack(vec![file(0, 1, "../../etc/passwd")]), "not a plain file name"),
+            (ack(vec![file(0, 1, "..")]), "not a plain file name"),
+        ] {
+            let e = p.check(&m, &none).unwrap_err();
+            assert!(e.contains(says), "{m:?}: {e}");
+        }
+        let mut shared = file(0, 1, "ok");
+        shared.shared.push(floe_checkpoints::SharedFile {
+            name: "/tmp/x.sst".into(),
+            bytes: 1,
+            checksum: Some(0),
+        });
+        assert!(p.check(&ack(vec![shared]), &none).is_err());
+        let done: HashSet<usize> = [3].into_iter().collect();
+        assert!(p
+            .check(&ToLeader::Finished { task: 3 }, &done)
+            .unwrap_err()
+            .contains("twice"));
+    }
 }

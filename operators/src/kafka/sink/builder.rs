@@ -145,6 +145,11 @@ impl<T: Data> KafkaSinkBuilder<T> {
         self
     }
 
+    /// The topic the sink is to write.
+    pub(super) fn topic(&self) -> &str {
+        &self.topic
+    }
+
     /// The sink, or what is wrong with its configuration.
     pub fn build(self) -> Result<KafkaSink<T>, KafkaSinkConfigError> {
         let problem = |problem: String| KafkaSinkConfigError {

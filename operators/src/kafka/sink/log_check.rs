@@ -22,7 +22,7 @@ use std::time::Duration;
 use tracing::{info, warn};
 
 use super::transactional::headers;
-use crate::kafka::testing::read_committed_to_end;
+use crate::kafka::log::read_committed_to_end;
 use crate::kafka::KafkaConfig;
 
 /// How long the read of the output topic may take.

@@ -86,7 +86,7 @@
 //! transactions from such consumers (tansu writes correct COMMIT and ABORT markers but never
 //! fills Fetch's aborted-transactions list; librdkafka's mock cluster writes no markers), so
 //! Floe's tests read the raw log instead
-//! ([`testing::read_committed`](crate::kafka::testing::read_committed): a transaction's
+//! ([`log::read_committed`](crate::kafka::log::read_committed): a transaction's
 //! records count once its COMMIT marker follows them) and check, by an id each input
 //! carries into the output, that every input is explained by exactly one committed output
 //! ([`testing::check_exactly_once`](crate::kafka::testing::check_exactly_once)).
@@ -374,6 +374,7 @@ impl<T> KafkaSink<T> {
         };
         // Read after fencing: no transaction of the old subtask can still move the marker.
         let committed = marker.read(&spec.topic)?;
+        floe_failpoints::failpoint!("restore.kafka-recover", &spec.topic);
         // The epochs found committed in the output topic, read once if a marker is missing.
         let mut in_log: Option<Option<BTreeSet<u64>>> = None;
         for epoch in &item.epochs {

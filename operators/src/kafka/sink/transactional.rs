@@ -44,7 +44,7 @@ pub mod headers {
 /// read back from its [`headers`]. These are the sink's own bookkeeping: they say where to
 /// look, but checking exactly-once by them is circular (a transaction committed twice
 /// carries the same stamps twice). Floe's tests check the committed log instead
-/// (`floe_operators::kafka::testing::read_committed` and its ledger).
+/// (`floe_operators::kafka::log::read_committed`, and the tests' ledger).
 ///
 /// ```
 /// use floe_operators::kafka::sink::EosStamp;
@@ -555,6 +555,7 @@ fn write_and_commit(
         .send_offsets_to_transaction(&tpl, &marker.group_metadata()?, BROKER_TIMEOUT)
         .map_err(&mut txn)?;
     let mut tries = 0;
+    floe_failpoints::failpoint!("kafka.before-commit", c.topic);
     loop {
         match producer.inner().commit_transaction(BROKER_TIMEOUT) {
             Ok(()) => break,
@@ -565,6 +566,7 @@ fn write_and_commit(
             Err(e) => return Err(txn(e)),
         }
     }
+    floe_failpoints::failpoint!("kafka.after-commit", c.topic);
     // A failed record fails the commit; this catches any the callbacks saw too.
     producer.poll();
     producer.check()

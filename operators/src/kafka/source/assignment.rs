@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::builder::Settings;
 use super::client::{self, SourceConsumer, EARLIEST, LATEST};
+use super::out_of_range::LostRecords;
 use super::partitions::{assigned_subtask, Begin, OffsetReset, Position, StartPosition};
 use super::watermarks::PartitionWatermarks;
 use crate::kafka::rate_limit::RateLimit;
@@ -37,6 +38,10 @@ pub(super) struct Partition {
     /// Starting from a time: records before the first one at or after it are skipped.
     pub(super) skip_before: Option<Timestamp>,
     pub(super) done: bool,
+    /// Whether the position is one the job holds (restored from a checkpoint, given
+    /// explicitly, committed by the group, or reached by reading), rather than only looked
+    /// up for the start position: see [`out_of_range::decide`](super::out_of_range::decide).
+    pub(super) held: bool,
 }
 
 /// A source's state once open.
@@ -66,6 +71,10 @@ pub(super) struct Running {
     pub(super) warn_consume: RateLimit,
     pub(super) warn_dead: RateLimit,
     pub(super) warn_broker: RateLimit,
+    /// librdkafka reported an offset out of range that is not handled yet.
+    pub(super) out_of_range: bool,
+    /// Records skipped by the offset-out-of-range policy.
+    pub(super) lost: LostRecords,
 }
 
 impl Running {
@@ -76,6 +85,7 @@ impl Running {
         subtask: usize,
         parallelism: usize,
         watermarks: PartitionWatermarks,
+        lost: LostRecords,
     ) -> Self {
         Running {
             consumer,
@@ -96,6 +106,8 @@ impl Running {
             warn_consume: RateLimit::default(),
             warn_dead: RateLimit::default(),
             warn_broker: RateLimit::default(),
+            out_of_range: false,
+            lost,
         }
     }
 
@@ -134,6 +146,7 @@ impl Running {
             assigned: false,
             skip_before: None,
             done: false,
+            held: matches!(position, Position::Next(_)),
         });
         true
     }
@@ -157,7 +170,7 @@ impl Running {
     }
 
     /// Backs off after a failed request to the brokers.
-    fn failed(&mut self, what: &str, error: &KafkaError) {
+    pub(super) fn failed(&mut self, what: &str, error: &KafkaError) {
         self.failures = self.failures.saturating_add(1);
         let wait = Duration::from_millis(250u64 << self.failures.min(7));
         self.next_resolve = Instant::now() + wait;
@@ -337,6 +350,7 @@ fn resolve_offsets<T>(settings: &Settings<T>, run: &mut Running, todo: &[usize])
     for (i, ask) in asks {
         if let Ask::Known(o) = ask {
             run.parts[i].position = Position::Next(o);
+            run.parts[i].held = true;
         }
     }
     for ((i, query), answer) in starts.into_iter().zip(answers) {

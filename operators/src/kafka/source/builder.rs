@@ -8,7 +8,7 @@ use floe_runtime::{Data, Result, RuntimeError, Timestamp};
 use regex::Regex;
 
 use super::client::Topics;
-use super::{Deserializer, KafkaSource, StartPosition};
+use super::{Deserializer, KafkaSource, OffsetOutOfRange, StartPosition};
 use crate::kafka::KafkaConfig;
 
 pub(super) fn millis(d: Duration) -> i64 {
@@ -53,6 +53,7 @@ pub(super) struct Settings<T> {
     pub(super) discovery_interval: Option<Duration>,
     pub(super) bounded: bool,
     pub(super) request_timeout: Duration,
+    pub(super) out_of_range: OffsetOutOfRange,
 }
 
 /// Builds a [`KafkaSource`]; see [`KafkaSource::builder`].
@@ -70,6 +71,7 @@ pub struct KafkaSourceBuilder<T> {
     dead_letter_tag: Option<u64>,
     bounded: bool,
     request_timeout: Duration,
+    out_of_range: Option<OffsetOutOfRange>,
 }
 
 impl<T: Data> KafkaSourceBuilder<T> {
@@ -163,8 +165,17 @@ impl<T: Data> KafkaSourceBuilder<T> {
         self
     }
 
+    /// What to do when a partition's next offset is no longer in the partition (its
+    /// records were deleted before they were read) or past its end (default:
+    /// [`OffsetOutOfRange::Fail`], or what an `auto.offset.reset` property says). Skipped
+    /// records are counted in `floe_kafka_records_lost_total` and logged.
+    pub fn on_offset_out_of_range(mut self, policy: OffsetOutOfRange) -> Self {
+        self.out_of_range = Some(policy);
+        self
+    }
+
     /// The source, or what to change in its configuration.
-    pub fn build(self) -> Result<KafkaSource<T>> {
+    pub fn build(mut self) -> Result<KafkaSource<T>> {
         let bad = |msg: String| Err(RuntimeError::InvalidGraph(format!("Kafka source: {msg}")));
         if self.config.brokers.trim().is_empty() {
             return bad("no bootstrap servers: pass `host:port` to KafkaConfig::new".into());
@@ -219,6 +230,21 @@ impl<T: Data> KafkaSourceBuilder<T> {
         if self.request_timeout.is_zero() {
             return bad("the request timeout is zero: give a positive duration".into());
         }
+        // librdkafka must report an offset out of range rather than jump: the property
+        // becomes the policy.
+        let reset = self.config.properties.remove("auto.offset.reset");
+        let out_of_range = match (self.out_of_range, reset) {
+            (Some(policy), _) => policy,
+            (None, None) => OffsetOutOfRange::Fail,
+            (None, Some(v)) => match OffsetOutOfRange::from_property(&v) {
+                Some(policy) => policy,
+                None => {
+                    return bad(format!(
+                        "auto.offset.reset = `{v}` is not one of earliest, latest, error; or choose                          .on_offset_out_of_range(..) instead"
+                    ))
+                }
+            },
+        };
         let discovery_interval =
             (!self.discovery_interval.is_zero() && !self.bounded).then_some(self.discovery_interval);
         Ok(KafkaSource {
@@ -234,10 +260,12 @@ impl<T: Data> KafkaSourceBuilder<T> {
                 discovery_interval,
                 bounded: self.bounded,
                 request_timeout: self.request_timeout,
+                out_of_range,
             }),
             dead_letter_tag: self.dead_letter_tag,
             dead_letters: Counter::default(),
             records_read: Counter::default(),
+            records_lost: Counter::default(),
             run: None,
         })
     }
@@ -260,6 +288,7 @@ impl<T: Data> KafkaSource<T> {
             dead_letter_tag: None,
             bounded: false,
             request_timeout: Duration::from_secs(5),
+            out_of_range: None,
         }
     }
 }
@@ -306,6 +335,37 @@ mod tests {
                 fallback: OffsetReset::Latest,
             });
         assert!(with_group.build().is_ok(), "group.id as a property counts");
+        let reset = |v: &str| {
+            KafkaSource::<String>::builder(KafkaConfig::new("b:1").set("auto.offset.reset", v))
+                .topics(["a"])
+                .deserializer(Utf8)
+        };
+        assert!(error(reset("sometimes")).contains("auto.offset.reset"));
+    }
+
+    #[test]
+    fn the_offset_out_of_range_policy_is_the_builders_or_the_propertys_and_librdkafka_never_resets() {
+        let policy = |b: KafkaSourceBuilder<String>| {
+            let source = b.build().unwrap();
+            assert!(
+                !source.settings.config.properties.contains_key("auto.offset.reset"),
+                "librdkafka is left to report, not to reset"
+            );
+            source.settings.out_of_range
+        };
+        let with = |v: &str| {
+            KafkaSource::<String>::builder(KafkaConfig::new("b:1").set("auto.offset.reset", v))
+                .topics(["a"])
+                .deserializer(Utf8)
+        };
+        assert_eq!(policy(builder().topics(["a"])), OffsetOutOfRange::Fail);
+        assert_eq!(policy(with("earliest")), OffsetOutOfRange::SkipToEarliest);
+        assert_eq!(policy(with("latest")), OffsetOutOfRange::SkipToLatest);
+        assert_eq!(
+            policy(with("earliest").on_offset_out_of_range(OffsetOutOfRange::Fail)),
+            OffsetOutOfRange::Fail,
+            "the builder's choice wins"
+        );
     }
 
     #[test]

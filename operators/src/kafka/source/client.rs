@@ -74,7 +74,9 @@ pub(crate) fn create_consumer(
         ("client.id", client_id),
         ("enable.auto.commit", "false"),
         ("enable.auto.offset.store", "false"),
-        ("auto.offset.reset", "earliest"),
+        // An offset out of range is the source's to handle (`out_of_range`), never a
+        // silent jump (the builder has taken the user's `auto.offset.reset` out).
+        ("auto.offset.reset", "error"),
         ("enable.partition.eof", if bounded { "true" } else { "false" }),
         // librdkafka's default (1 s) idles the fetcher between fetches once its queue is
         // full enough, capping a partition's catch-up at ~200K records/s here; 10 ms lets

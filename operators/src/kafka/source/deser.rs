@@ -379,6 +379,34 @@ mod tests {
         assert!(json.deserialize(&msg(Some(b""))).unwrap_err().contains("empty"));
     }
 
+    proptest::proptest! {
+        /// Arbitrary bytes (and keys and headers) into every deserializer: a value or an
+        /// error, never a panic; UTF-8 and JSON agree with their reference decoders.
+        #[test]
+        fn arbitrary_records_are_values_or_errors(
+            payload in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)),
+            key in proptest::option::of(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16)),
+            header in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..16),
+        ) {
+            let headers = [("h", Some(header.as_slice())), ("null", None)];
+            let m = KafkaMessage::new("t", 1, 2, Some(3), key.as_deref(), payload.as_deref()).with_headers(&headers);
+            let text = Utf8.deserialize(&m);
+            proptest::prop_assert_eq!(
+                text.is_ok(),
+                payload.as_deref().is_some_and(|p| std::str::from_utf8(p).is_ok())
+            );
+            let json = Json::<serde_json::Value>::new().deserialize(&m);
+            let reference = payload.as_deref().filter(|p| !p.is_empty()).map(serde_json::from_slice::<serde_json::Value>);
+            proptest::prop_assert_eq!(json.is_ok(), reference.is_some_and(|r| r.is_ok()));
+            let _ = Json::<Vec<(u32, String)>>::new().deserialize(&m);
+            let _ = Bytes.deserialize(&m);
+            if let Ok(e) = WithMetadata(Utf8).deserialize(&m) {
+                proptest::prop_assert_eq!(e.key, key.clone());
+                proptest::prop_assert_eq!(e.headers.len(), 2);
+            }
+        }
+    }
+
     #[test]
     fn utf8_and_bytes() {
         assert!(Utf8.deserialize(&msg(Some(b"\xff"))).is_err());

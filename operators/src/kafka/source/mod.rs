@@ -17,18 +17,22 @@
 //!   [`DeadLetter`] on a side output (or a rate-limited warning), and is counted; the job goes
 //!   on.
 //! - **Faults**: while brokers are unreachable the source reports itself idle and librdkafka
-//!   keeps retrying; only configuration errors fail the job.
+//!   keeps retrying; configuration errors fail the job, and so does a partition whose next
+//!   offset the brokers no longer hold (records deleted before they were read), unless an
+//!   [`OffsetOutOfRange`] policy says to skip them (counted in [`RECORDS_LOST_METRIC`] and
+//!   logged). librdkafka never resets an offset by itself (`auto.offset.reset=error`).
 
 mod assignment;
 mod builder;
 mod client;
 mod deser;
 mod lag;
+mod out_of_range;
 mod partitions;
 mod watermarks;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use floe_checkpoints::StateSnapshot;
 use floe_runtime::metrics::Counter;
@@ -38,6 +42,7 @@ use floe_runtime::{
 };
 use rdkafka::consumer::{CommitMode, Consumer};
 use rdkafka::error::KafkaError;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::Offset;
 use tracing::{info, warn};
 
@@ -51,12 +56,16 @@ use crate::kafka::DeadLetter;
 pub use self::builder::{KafkaSourceBuilder, TimestampsFrom};
 pub use self::deser::{AndThen, Bytes, Deserializer, Envelope, Json, KafkaMessage, Utf8, WithMetadata};
 pub use self::lag::CONSUMER_LAG_METRIC;
+pub use self::out_of_range::{OffsetOutOfRange, RECORDS_LOST_METRIC};
 pub use self::partitions::{assigned_subtask, OffsetReset, StartPosition};
 
 /// How long a `poll_batch` that finds no record waits in librdkafka for one (it returns as
 /// soon as one arrives, so a quiet source reacts at once and a busy one never sleeps past
 /// its data; the task checks for barriers and stop requests between calls).
 const POLL_WAIT: Duration = Duration::from_millis(5);
+/// Name of the counter of records a Kafka source read, dead letters included (label
+/// `operator`), as the DSL lists [`KafkaSource::records_read`].
+pub const RECORDS_READ_METRIC: &str = "floe_kafka_records_read_total";
 /// Completed-checkpoint offsets kept for committing (older ones are dropped).
 const MAX_PENDING_COMMITS: usize = 16;
 
@@ -92,6 +101,7 @@ pub struct KafkaSource<T> {
     dead_letter_tag: Option<u64>,
     dead_letters: Counter,
     records_read: Counter,
+    records_lost: Counter,
     run: Option<Running>,
 }
 
@@ -104,6 +114,7 @@ impl<T> Clone for KafkaSource<T> {
             dead_letter_tag: self.dead_letter_tag,
             dead_letters: self.dead_letters.clone(),
             records_read: self.records_read.clone(),
+            records_lost: self.records_lost.clone(),
             run: None,
         }
     }
@@ -140,9 +151,16 @@ impl<T> KafkaSource<T> {
     }
 
     /// Records read so far (dead letters included), over this source and its clones (the
-    /// DSL lists it as `floe_kafka_records_read_total`).
+    /// DSL lists it as [`RECORDS_READ_METRIC`]).
     pub fn records_read(&self) -> Counter {
         self.records_read.clone()
+    }
+
+    /// Records skipped because they were deleted before they were read, as the
+    /// [`OffsetOutOfRange`] policy allows, over this source and its clones (per partition:
+    /// [`RECORDS_LOST_METRIC`]).
+    pub fn records_lost(&self) -> Counter {
+        self.records_lost.clone()
     }
 
     /// The partitions this subtask reads, as (topic, partition, next offset) with a
@@ -210,7 +228,15 @@ impl<T: Data> SourceFunction for KafkaSource<T> {
         let consumer = client::create_consumer(&s.config, s.group_id.as_deref(), &client_id, s.bounded, lag)?;
         let now = ctx.processing_time();
         let watermarks = PartitionWatermarks::new(s.bound_ms, s.idle_ms);
-        let mut run = Running::new(consumer, span.clone(), info.subtask_index, info.parallelism, watermarks);
+        let lost = out_of_range::LostRecords::new(info, self.records_lost.clone());
+        let mut run = Running::new(
+            consumer,
+            span.clone(),
+            info.subtask_index,
+            info.parallelism,
+            watermarks,
+            lost,
+        );
         if let Some(restored) = ctx.restored_state() {
             let mut restored_parts = 0;
             for item in &restored.union {
@@ -292,6 +318,9 @@ impl<T: Data> KafkaSource<T> {
         let now = ctx.processing_time();
         assignment::discover(settings, run, now);
         assignment::resolve(settings, run)?;
+        if run.out_of_range && Instant::now() >= run.next_resolve {
+            out_of_range::handle(settings, run)?;
+        }
 
         let max = ctx.info().batch_size.max(1);
         let mut records: Vec<Record<T>> = Vec::new();
@@ -306,6 +335,12 @@ impl<T: Data> KafkaSource<T> {
                 Some(Ok(m)) => m,
                 Some(Err(KafkaError::PartitionEOF(_))) => {
                     eof = true;
+                    continue;
+                }
+                Some(Err(KafkaError::MessageConsumption(RDKafkaErrorCode::AutoOffsetReset))) => {
+                    // librdkafka stopped fetching a partition whose position the brokers do
+                    // not hold; which one, and what to do, is decided at the next poll.
+                    run.out_of_range = true;
                     continue;
                 }
                 Some(Err(e @ KafkaError::MessageConsumptionFatal(_))) => {
@@ -332,6 +367,7 @@ impl<T: Data> KafkaSource<T> {
                 continue;
             }
             part.position = Position::Next(view.offset() + 1);
+            part.held = true;
             if part.stop.is_some_and(|s| view.offset() + 1 >= s) {
                 part.done = true;
                 finished.push(i);

@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 use std::fmt::{self, Debug, Write as _};
 
-use super::committed::{CommittedRecord, Position};
+use crate::kafka::log::{CommittedRead, CommittedRecord, Position};
 
 /// How many of each kind of violation a message lists.
 const SHOWN: usize = 20;
@@ -200,7 +200,7 @@ impl<I: Ord + Clone + Debug> Ledger<I> {
 
     /// The verdict: the number of outputs if every input is explained exactly as often as
     /// expected and every output by expected inputs, else everything that is not.
-    pub fn check(self) -> Result<usize, LedgerViolations<I>> {
+    pub fn check(self) -> Result<usize, Box<LedgerViolations<I>>> {
         let mut v = LedgerViolations {
             topic: self.topic,
             missing: Vec::new(),
@@ -235,7 +235,7 @@ impl<I: Ord + Clone + Debug> Ledger<I> {
         if v.missing.is_empty() && v.doubled.is_empty() && v.unexpected.is_empty() && v.unreadable.is_empty() {
             Ok(v.outputs)
         } else {
-            Err(v)
+            Err(Box::new(v))
         }
     }
 }
@@ -248,7 +248,7 @@ pub fn check_exactly_once<I: Ord + Clone + Debug>(
     expected: impl IntoIterator<Item = I>,
     outputs: &[CommittedRecord],
     mut explain: impl FnMut(&CommittedRecord) -> Result<Vec<I>, String>,
-) -> Result<usize, LedgerViolations<I>> {
+) -> Result<usize, Box<LedgerViolations<I>>> {
     let mut ledger = Ledger::new(topic, expected);
     for r in outputs {
         match explain(r) {
@@ -260,7 +260,7 @@ pub fn check_exactly_once<I: Ord + Clone + Debug>(
 }
 
 /// A short description of a read, for messages: its counts of what was left out.
-pub fn describe(read: &super::committed::CommittedRead) -> String {
+pub fn describe(read: &CommittedRead) -> String {
     let mut s = format!(
         "{} committed records, {} commit and {} abort markers, {} aborted records left out",
         read.records.len(),

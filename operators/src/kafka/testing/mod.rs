@@ -4,15 +4,13 @@
 //! starts librdkafka's in-process mock cluster, for fault injection.
 //!
 //! The verifier reads a topic as a `read_committed` consumer would see it, from the raw
-//! record batches of the log ([`read_committed`], [`TestBroker::read_committed`]: records of
-//! a transaction count once its COMMIT marker follows them), and checks that every expected
+//! record batches of the log ([`read_committed`] from [`crate::kafka::log`],
+//! [`TestBroker::read_committed`]: records of a transaction count once its COMMIT marker
+//! follows them), and checks that every expected
 //! input is explained by exactly one committed output and every output by an expected input
 //! ([`check_exactly_once`], [`Ledger`]), naming each input missing or doubled.
 
-mod batches;
-mod committed;
 mod ledger;
-mod raw_fetch;
 
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -27,10 +25,10 @@ use rdkafka::producer::DefaultProducerContext;
 
 use super::KafkaConfig;
 
-pub use batches::{decode_batches, Batch, BatchError, BatchRecord, Compression, ControlType, Decoded, MAX_BATCH_BYTES};
-pub use committed::{
-    read_committed, read_committed_to_end, resolve_partition, CommittedRead, CommittedRecord, Position, Unresolved,
-    END_MARKER_HEADER,
+pub use super::log::{
+    decode_batches, read_committed, read_committed_to_end, resolve_partition, Batch, BatchError, BatchRecord,
+    CommittedRead, CommittedRecord, Compression, ControlType, Decoded, Position, Unresolved, END_MARKER_HEADER,
+    MAX_BATCH_BYTES,
 };
 pub use ledger::{check_exactly_once, describe, Ledger, LedgerViolations, Miscount, Unreadable};
 

@@ -7,6 +7,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
 
+use floe_runtime::AttemptSecret;
+
 use crate::protocol::{
     JobDetail, JobState, JobSummary, OperatorMetrics, RegisterRequest, RegisterResponse, SavepointInfo, SubmitRequest,
     TaskManagerInfo, TmCommand, WorkerCommand, WorkerSpec,
@@ -49,6 +51,10 @@ pub(crate) struct ClusterConfig {
     /// How long an attempt's workers get from deployment to running (fetching the job
     /// binary, starting, connecting to each other) before the attempt fails.
     pub deploy_timeout_ms: u64,
+    /// The job manager's random key (made at start, kept in memory only) from which each
+    /// attempt's secret is derived: the state machine stays free of I/O, and every attempt
+    /// still gets a secret no one can guess.
+    pub attempt_key: AttemptSecret,
 }
 
 /// The whole state of the job manager.
@@ -568,6 +574,7 @@ impl Cluster {
             .to_string_lossy()
             .into_owned();
         let restore_from = job.restore_from();
+        let secret = self.config.attempt_key.derive(attempt_id);
         let mut workers = Vec::new();
         for (w, tm_id) in placement.workers.iter().enumerate() {
             let host = self.tms.get(tm_id).map(|t| t.host.clone()).unwrap_or_default();
@@ -584,11 +591,12 @@ impl Cluster {
                 checkpoint_interval_ms: job.checkpoint_interval_ms,
                 restore_from: restore_from.clone(),
                 host: host.clone(),
-                // The HTTP layer derives it (the state machine holds no secrets).
+                secret: secret.clone(),
+                // The REST credential is derived by the HTTP layer from the job manager's token.
                 token: Default::default(),
             };
             if let Some(tm) = self.tms.get_mut(tm_id) {
-                tm.commands.push(TmCommand::Deploy { spec });
+                tm.commands.push(TmCommand::Deploy { spec: Box::new(spec) });
             }
             workers.push(AttemptWorker {
                 tm: tm_id.clone(),

@@ -24,6 +24,7 @@ fn config() -> ClusterConfig {
         savepoint_timeout_ms: 5000,
         stop_grace_ms: 2000,
         deploy_timeout_ms: 10_000,
+        attempt_key: floe_runtime::AttemptSecret::from_bytes([7; 32]),
     }
 }
 
@@ -63,7 +64,7 @@ fn deploys(c: &mut Cluster, tm: &str) -> Vec<WorkerSpec> {
         .unwrap()
         .into_iter()
         .filter_map(|cmd| match cmd {
-            TmCommand::Deploy { spec } => Some(spec),
+            TmCommand::Deploy { spec } => Some(*spec),
             _ => None,
         })
         .collect()
@@ -509,4 +510,28 @@ fn a_deployment_that_never_runs_fails_and_restarts() {
     assert!(second.iter().all(|a| *a > first));
     run_all(&mut c, second[0], 2, T0 + 10_300);
     assert_eq!(c.job(&job).unwrap().state, JobState::Running);
+}
+
+#[test]
+fn the_workers_of_an_attempt_share_a_secret_of_their_own() {
+    let mut c = cluster();
+    register(&mut c, "tm-a", 1, T0);
+    register(&mut c, "tm-b", 1, T0);
+    let job = submit(&mut c, 2, fixed(1));
+    let (a, b) = (deploys(&mut c, "tm-a").remove(0), deploys(&mut c, "tm-b").remove(0));
+    assert_eq!(
+        a.secret, b.secret,
+        "both workers of attempt {} prove one secret",
+        a.attempt
+    );
+    assert_ne!(a.secret, config().attempt_key, "not the job manager's key itself");
+    assert!(!format!("{a:?}").contains(&a.secret.to_hex()), "Debug never shows it");
+    run_all(&mut c, a.attempt, 2, T0);
+    exited(&mut c, "tm-b", a.attempt, 1, 1, T0 + 10);
+    c.tick(T0 + 111);
+    assert_eq!(c.job(&job).unwrap().state, JobState::Deploying);
+    let next = deploys(&mut c, "tm-a").remove(0);
+    assert!(next.attempt > a.attempt);
+    assert_ne!(next.secret, a.secret, "a new attempt gets a new secret");
+    assert_eq!(next.secret, deploys(&mut c, "tm-b").remove(0).secret);
 }

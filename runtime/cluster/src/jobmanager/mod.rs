@@ -196,6 +196,7 @@ impl JobManager {
                 savepoint_timeout_ms: SAVEPOINT_TIMEOUT_MS,
                 stop_grace_ms: STOP_GRACE_MS,
                 deploy_timeout_ms: config.deploy_timeout_ms,
+                attempt_key: floe_runtime::AttemptSecret::random()?,
             },
             state,
             jobs,

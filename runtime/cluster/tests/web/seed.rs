@@ -268,7 +268,7 @@ fn task_manager(api: Api, id: String, interval: Duration, deployed: Sender<Worke
                         worker: spec.worker,
                         state: WorkerState::Running,
                     });
-                    let _ = deployed.send(spec);
+                    let _ = deployed.send(*spec);
                 }
                 TmCommand::Kill { attempt, worker } | TmCommand::Forget { attempt, worker } => {
                     workers.retain(|w| !(w.attempt == attempt && w.worker == worker));

@@ -214,7 +214,7 @@ impl RawConnection {
                 }
                 batch.records.retain(|r| r.offset >= next);
                 next = after;
-                let end = is_end.and_then(|is_end| batch.records.iter().position(|r| is_end(r)));
+                let end = is_end.and_then(|is_end| batch.records.iter().position(is_end));
                 if let Some(at) = end {
                     batch.records.truncate(at + 1);
                     out.push(batch);
