@@ -25,7 +25,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, TOKEN};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
@@ -63,12 +63,10 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     let mut cluster = Cluster::start(dir.path(), &[]);
     let logs = [dir.path().join("tm0.log"), dir.path().join("tm1.log")];
     for log in &logs {
-        cluster.add_task_manager_logged(1, log);
+        cluster.add_task_manager_logged(1, log, None);
     }
+    cluster.wait_task_managers(2);
     let client = cluster.client();
-    cluster::wait_for("the task managers to register", Duration::from_secs(30), || {
-        client.taskmanagers().ok().filter(|t| t.len() == 2)
-    });
     let tm_pids: Vec<u32> = cluster.tms.iter().map(|p| p.0.id()).collect();
 
     let load = PaymentLoad {
@@ -129,7 +127,7 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     // Each worker counted every attack that reached it, under its reason, and nothing else.
     for (worker, pid) in [(0, w0), (1, w1)] {
         let expected = expected_refusals(&startup, pid);
-        cluster::wait_for(
+        floe_testkit::wait_for(
             &format!("worker {worker} to report its refusals {expected:?}"),
             Duration::from_secs(30),
             || (refusals(&client.metrics_text().ok()?, &id, worker) == expected).then_some(()),

@@ -11,7 +11,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, TOKEN};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use common::{assert_exactly_once, dead_letter_origin, malformed_payments};
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;

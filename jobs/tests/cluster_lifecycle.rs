@@ -10,7 +10,7 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use cluster::{Cluster, TOKEN};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use floe_cluster::protocol::{JobState, ResumeRequest, SavepointRequest};
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};

@@ -3,10 +3,10 @@
 
 use std::process::{Command, Stdio};
 
-use floe_testkit::crash::{kill_at, KillMoment, TestRng};
+use floe_testkit::crash::{complete_checkpoints, kill_at, newest_checkpoint, KillMoment, TestRng};
 
 mod counts_job;
-use counts_job::{committed, complete_checkpoints, job, job_at, newest_checkpoint, reference, wait_for_checkpoints};
+use counts_job::{committed, job, job_at, reference, wait_for_checkpoints};
 
 /// Kills the job `kills` times in a run that would take 20 s (checkpoints every 100 ms),
 /// restarts it each time, lets the last run finish, and checks the committed output

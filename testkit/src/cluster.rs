@@ -105,22 +105,38 @@ impl Cluster {
         self.jm = jm;
     }
 
-    /// Starts one more task manager (work directory `dir/tm<n>`); it registers on its own
+    /// Starts one more task manager (work directory `dir/tm<n>`, log filter from
+    /// `FLOE_TEST_LOG`, default `warn`, on the test's stderr); it registers on its own
     /// ([`wait_task_managers`](Self::wait_task_managers) waits for that).
     pub fn add_task_manager(&mut self, slots: usize) {
+        self.start_task_manager(slots, None, Stdio::inherit());
+    }
+
+    /// The same with its stderr (its own lines and its workers', each labelled `[<job>
+    /// attempt <a> worker <w>]`) in the file `log`, filtered by `filter` (a `RUST_LOG`
+    /// value; `None`: `FLOE_TEST_LOG`, default `warn`), for a test that reads what the
+    /// workers said.
+    pub fn add_task_manager_logged(&mut self, slots: usize, log: &Path, filter: Option<&str>) {
+        let file = std::fs::File::create(log).expect("create the task manager's log");
+        self.start_task_manager(slots, filter, Stdio::from(file));
+    }
+
+    fn start_task_manager(&mut self, slots: usize, filter: Option<&str>, stderr: Stdio) {
         let n = self.tms.len();
+        let filter = filter
+            .map(str::to_string)
+            .unwrap_or_else(|| std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()));
         let child = Command::new(floe_bin())
             .arg("taskmanager")
             .args(self.connection_args())
             .args(["--slots", &slots.to_string()])
             .arg("--work-dir")
             .arg(self.dir.join(format!("tm{n}")))
-            .env(
-                "RUST_LOG",
-                std::env::var("FLOE_TEST_LOG").unwrap_or_else(|_| "warn".into()),
-            )
+            .env("RUST_LOG", filter)
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start floe taskmanager");
         self.tms.push(Proc(child));

@@ -27,13 +27,20 @@ pub fn complete_checkpoints(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
-/// The id of the newest complete checkpoint in `dir` (0 if none).
-pub fn newest_checkpoint(dir: &Path) -> u64 {
-    complete_checkpoints(dir)
+/// The ids of the complete checkpoints (`chk-<id>` with a manifest) in `dir`, oldest first.
+pub fn checkpoint_ids(dir: &Path) -> Vec<u64> {
+    let mut ids: Vec<u64> = complete_checkpoints(dir)
         .iter()
         .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-        .unwrap_or(0)
+        .collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// The id of the newest complete checkpoint in `dir` (0 if none): the one a restart must
+/// restore.
+pub fn newest_checkpoint(dir: &Path) -> u64 {
+    checkpoint_ids(dir).last().copied().unwrap_or(0)
 }
 
 /// When a run is killed.
@@ -99,7 +106,13 @@ pub struct TestRng(u64);
 impl TestRng {
     /// Seeded from `FLOE_TEST_SEED`, or else from the clock.
     pub fn from_env_or_time() -> TestRng {
-        let seed = std::env::var("FLOE_TEST_SEED")
+        Self::from_env("FLOE_TEST_SEED", "this test")
+    }
+
+    /// Seeded from the environment variable `var` (kill campaigns: `FLOE_CAMPAIGN_SEED`), or
+    /// else from the clock; prints the seed under `what`.
+    pub fn from_env(var: &str, what: &str) -> TestRng {
+        let seed = std::env::var(var)
             .ok()
             .and_then(|s| s.parse().ok())
             .unwrap_or_else(|| {
@@ -107,7 +120,7 @@ impl TestRng {
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_nanos() as u64)
             });
-        println!("seed {seed} (FLOE_TEST_SEED={seed} repeats this run)");
+        println!("{what}: seed {seed} ({var}={seed} repeats it)");
         TestRng(seed)
     }
 

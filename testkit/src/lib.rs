@@ -5,8 +5,9 @@
 //!   reaches ([`DEADLINE`]), never on time;
 //! - [`Gate`]: hold a pipeline stage shut from the test, so that backpressure, a sink that
 //!   falls behind or a source that pauses are certain rather than "slow enough";
-//! - [`Proc`], [`floe_bin`], [`alive`]: child processes killed when the test ends, the
-//!   `floe` binary of this build, and whether a process id is still live;
+//! - [`Proc`], [`floe_bin`], [`alive`], [`children`], [`cmdline`], [`environ`]: child
+//!   processes killed when the test ends, the `floe` binary of this build, and what `/proc`
+//!   says of a process (live or not, its children, arguments and environment);
 //! - [`crash`]: the checkpoints a job's runs left, kills timed against them
 //!   ([`crash::kill_at`]) and a seeded random source for the moments;
 //! - [`cluster::Cluster`]: `floe jobmanager` and `floe taskmanager`s as real processes.
@@ -25,5 +26,5 @@ mod process;
 mod wait;
 
 pub use gate::{Gate, GatePass};
-pub use process::{alive, floe_bin, Proc};
+pub use process::{alive, children, cmdline, environ, floe_bin, stat, Proc};
 pub use wait::{wait_for, wait_until, DEADLINE};

@@ -43,10 +43,59 @@ pub fn floe_bin() -> PathBuf {
     floe
 }
 
-/// Whether `pid` is a live process (not gone, not a zombie waiting to be reaped).
-pub fn alive(pid: &str) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    !stat.is_empty() && !stat.contains(") Z ")
+/// Whether `pid` (a number, or its text as a pid file holds it) is a live process: not
+/// gone, not a zombie waiting to be reaped.
+pub fn alive(pid: impl std::fmt::Display) -> bool {
+    stat(pid).is_some_and(|(_, state)| state != 'Z')
+}
+
+/// `(parent pid, state)` of `pid` from `/proc/<pid>/stat`, if it exists.
+pub fn stat(pid: impl std::fmt::Display) -> Option<(u32, char)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
+    let rest = text.get(text.rfind(')')? + 1..)?;
+    let mut fields = rest.split_whitespace();
+    let state = fields.next()?.chars().next()?;
+    let ppid = fields.next()?.parse().ok()?;
+    Some((ppid, state))
+}
+
+/// The live (not zombie) children of any of `parents`, as `(pid, parent)`, by a scan of
+/// `/proc`.
+pub fn children(parents: &[u32]) -> Vec<(u32, u32)> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut out: Vec<(u32, u32)> = entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter_map(|pid| match stat(pid)? {
+            (ppid, state) if state != 'Z' && parents.contains(&ppid) => Some((pid, ppid)),
+            _ => None,
+        })
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+/// The command line of `pid`, one string per argument (empty if it is gone).
+pub fn cmdline(pid: u32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+/// The value of the environment variable `name` that `pid` was started with, if it can be
+/// read. Between fork and exec a child still has its parent's environment.
+pub fn environ(pid: u32, name: &str) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    let prefix = format!("{name}=");
+    raw.split(|b| *b == 0).find_map(|kv| {
+        kv.strip_prefix(prefix.as_bytes())
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+    })
 }
 
 #[cfg(test)]
@@ -62,6 +111,26 @@ mod tests {
         assert!(alive(&pid));
         drop(p);
         wait_until("the process to be gone", DEADLINE, || !alive(&pid));
+    }
+
+    #[test]
+    fn a_child_is_found_with_its_command_line_and_environment() {
+        let p = Proc(
+            Command::new("sleep")
+                .arg("600")
+                .env("FLOE_TESTKIT_PROBE", "seen")
+                .spawn()
+                .unwrap(),
+        );
+        let pid = p.0.id();
+        let me = std::process::id();
+        assert_eq!(stat(pid).map(|(ppid, _)| ppid), Some(me));
+        assert!(children(&[me]).contains(&(pid, me)));
+        assert!(!children(&[me + 1_000_000]).iter().any(|(c, _)| *c == pid));
+        // Just after spawn the child may not have exec'd yet: wait for sleep's own image.
+        wait_until("the child to exec", DEADLINE, || cmdline(pid) == ["sleep", "600"]);
+        assert_eq!(environ(pid, "FLOE_TESTKIT_PROBE").as_deref(), Some("seen"));
+        assert_eq!(environ(pid, "FLOE_TESTKIT_PROBE_NOT_SET"), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-pub use floe_testkit::crash::{complete_checkpoints, newest_checkpoint};
+use floe_testkit::crash::newest_checkpoint;
 use floe_testkit::{wait_until, DEADLINE};
 
 /// The job at parallelism 2: a million events at `rate` per second, checkpoints every
