@@ -411,37 +411,15 @@ fn hold_worker_1(tms: &[u32]) -> (u32, u32) {
 
 /// The worker processes of the task managers `tms`, by worker index.
 fn workers_of(tms: &[u32]) -> BTreeMap<usize, u32> {
-    let mut workers = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return workers;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if !ppid.is_some_and(|p| tms.contains(&p)) {
-            continue;
-        }
-        // Between fork and exec the child has its task manager's environment: skip it then.
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let index = environ
-            .split(|b| *b == 0)
-            .find_map(|v| v.strip_prefix(b"FLOE_WORKER_SPEC="))
-            .and_then(|spec| serde_json::from_slice::<Value>(spec).ok())
-            .and_then(|spec| spec["worker"].as_u64());
-        if let Some(index) = index {
-            workers.insert(index as usize, pid);
-        }
-    }
-    workers
+    floe_testkit::children(tms)
+        .into_iter()
+        .filter_map(|(pid, _)| {
+            // Between fork and exec the child has its task manager's environment: no spec.
+            let spec = floe_testkit::environ(pid, "FLOE_WORKER_SPEC")?;
+            let index = serde_json::from_str::<Value>(&spec).ok()?["worker"].as_u64()?;
+            Some((index as usize, pid))
+        })
+        .collect()
 }
 
 fn signal(pid: u32, sig: &str) {
