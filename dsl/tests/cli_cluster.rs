@@ -277,7 +277,9 @@ fn workers_die_with_their_task_manager() {
         &out_dir.display().to_string(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let pid = wait_for("the worker to start", DEADLINE, || fs::read_to_string(out_dir.join("pid")).ok());
+    let pid = wait_for("the worker to start", DEADLINE, || {
+        fs::read_to_string(out_dir.join("pid")).ok()
+    });
     assert!(alive(pid.trim()));
     assert!(!out_dir.join("eof").exists());
 
@@ -309,7 +311,9 @@ fn sigterm_kills_the_workers_and_exits_0() {
         &out_dir.display().to_string(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let pid = wait_for("the worker to start", DEADLINE, || fs::read_to_string(out_dir.join("pid")).ok());
+    let pid = wait_for("the worker to start", DEADLINE, || {
+        fs::read_to_string(out_dir.join("pid")).ok()
+    });
     assert!(alive(pid.trim()));
 
     let killed = Command::new("kill")
@@ -317,7 +321,9 @@ fn sigterm_kills_the_workers_and_exits_0() {
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = wait_for("the task manager to exit", DEADLINE, || jm.cluster.tms[tm].0.try_wait().unwrap());
+    let status = wait_for("the task manager to exit", DEADLINE, || {
+        jm.cluster.tms[tm].0.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(0));
     assert!(!alive(pid.trim()), "the worker {pid} outlived its task manager");
 }

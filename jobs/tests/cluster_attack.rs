@@ -25,11 +25,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use floe_testkit::cluster::{Cluster, TOKEN};
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use serde_json::Value;
 
 const PAYMENTS: u64 = 24_000;

@@ -26,12 +26,12 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use floe_testkit::cluster::{Cluster, TOKEN};
 use floe_cluster::protocol::JobState;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use kill_runs::{
-    assert_fraud_exact, checkpoint_ids, env_number, expected_alerts, malformed_payments, wait_for_outputs,
-    Figures, campaign_rng, RUN_LOG,
+    assert_fraud_exact, campaign_rng, checkpoint_ids, env_number, expected_alerts, malformed_payments,
+    wait_for_outputs, Figures, RUN_LOG,
 };
 
 const MALFORMED_EVERY: u64 = 1_000;

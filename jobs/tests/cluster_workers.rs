@@ -12,24 +12,26 @@
 //! - Every shipped job binary runs as a worker (`counts-per-key` on two task managers
 //!   commits what it commits in one process).
 
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use floe_testkit::cluster::{Cluster, TOKEN};
-use floe_testkit::{alive, cmdline, environ, floe_bin, wait_for};
 use floe_cluster::client::Client;
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
+use floe_testkit::cluster::{Cluster, TOKEN};
+use floe_testkit::{alive, cmdline, environ, floe_bin, wait_for};
 
 /// A password the job is given; it must show nowhere a user of the machine can look.
 const SECRET: &str = "hunter2-b7e1";
 
 /// The pid of each live (not zombie) process whose parent is `parent`.
 fn children(parent: u32) -> Vec<u32> {
-    floe_testkit::children(&[parent]).into_iter().map(|(pid, _)| pid).collect()
+    floe_testkit::children(&[parent])
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
 }
 
 /// Kills task manager `tm` of `cluster` with SIGKILL and checks that each of `workers` ends

@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use kill_runs::{
-    assert_counts_exact, assert_fraud_exact, assert_restored_newest, broker, counts_job, env_number, fraud_job,
-    newest_complete, write_counts_input, Figures, Running, campaign_rng,
+    assert_counts_exact, assert_fraud_exact, assert_restored_newest, broker, campaign_rng, counts_job, env_number,
+    fraud_job, newest_complete, write_counts_input, Figures, Running,
 };
 
 /// The campaign's size: kills, input records, records a second.

@@ -112,14 +112,11 @@ impl TestRng {
     /// Seeded from the environment variable `var` (kill campaigns: `FLOE_CAMPAIGN_SEED`), or
     /// else from the clock; prints the seed under `what`.
     pub fn from_env(var: &str, what: &str) -> TestRng {
-        let seed = std::env::var(var)
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_nanos() as u64)
-            });
+        let seed = std::env::var(var).ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
         println!("{what}: seed {seed} ({var}={seed} repeats it)");
         TestRng(seed)
     }
@@ -180,7 +177,11 @@ mod tests {
             after: Duration::ZERO,
         };
         assert!(kill_at(child, moment));
-        assert_eq!(newest_checkpoint(dir.path()), 2, "killed only once checkpoint 2 was there");
+        assert_eq!(
+            newest_checkpoint(dir.path()),
+            2,
+            "killed only once checkpoint 2 was there"
+        );
     }
 
     #[test]

@@ -63,9 +63,7 @@ pub struct GatePass {
 impl Gate {
     /// A gate that lets nothing through yet.
     pub fn closed() -> Gate {
-        Gate {
-            inner: Arc::default(),
-        }
+        Gate { inner: Arc::default() }
     }
 
     /// A handle for the pipeline (any number, on any thread).
@@ -102,14 +100,10 @@ impl Gate {
     /// blocked at the gate: the pipeline has done all it was allowed and stands still.
     /// Panics after `timeout`.
     pub fn wait_until_blocked(&self, callers: usize, timeout: Duration) {
-        wait_for(
-            &format!("{callers} callers blocked at the gate"),
-            timeout,
-            || {
-                let s = self.inner.lock();
-                (s.permits == 0 && s.waiting >= callers).then_some(())
-            },
-        )
+        wait_for(&format!("{callers} callers blocked at the gate"), timeout, || {
+            let s = self.inner.lock();
+            (s.permits == 0 && s.waiting >= callers).then_some(())
+        })
     }
 }
 

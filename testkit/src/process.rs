@@ -33,7 +33,10 @@ impl Drop for Proc {
 pub fn floe_bin() -> PathBuf {
     let exe = std::env::current_exe().expect("the test binary's path");
     // target/<profile>/deps/<test>-<hash> → target/<profile>/floe
-    let profile_dir = exe.parent().and_then(Path::parent).expect("a test binary in target/<profile>/deps");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("a test binary in target/<profile>/deps");
     let floe = profile_dir.join("floe");
     assert!(
         floe.exists(),

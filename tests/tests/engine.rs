@@ -344,7 +344,9 @@ fn processing_time_windows_fire_while_the_job_runs() {
         .aggregate(Count)
         .collect();
     let job = env.execute_async("processing-time").unwrap();
-    wait_until("a window to fire while the source is held", DEADLINE, || !windows.is_empty());
+    wait_until("a window to fire while the source is held", DEADLINE, || {
+        !windows.is_empty()
+    });
     gate.open();
     job.join().unwrap();
     let windows = windows.take();

@@ -268,7 +268,9 @@ fn deploy_spreads_rendezvous_and_restart_after_exit() {
     let a = FakeTm::start(&api, 2);
     let b = FakeTm::start(&api, 2);
     let job = api.submit(2, fixed(3));
-    wait_until("deploys", DEADLINE, || a.last_deploy().is_some() && b.last_deploy().is_some());
+    wait_until("deploys", DEADLINE, || {
+        a.last_deploy().is_some() && b.last_deploy().is_some()
+    });
     let (sa, sb) = (a.last_deploy().unwrap(), b.last_deploy().unwrap());
     assert_eq!(sa.attempt, sb.attempt);
     assert_eq!((sa.worker, sb.worker), (0, 1));
@@ -350,7 +352,9 @@ fn lost_task_manager_is_detected_and_its_job_moves() {
     let a = FakeTm::start(&api, 2);
     let b = FakeTm::start(&api, 2);
     let job = api.submit(2, fixed(3));
-    wait_until("deploys", DEADLINE, || a.last_deploy().is_some() && b.last_deploy().is_some());
+    wait_until("deploys", DEADLINE, || {
+        a.last_deploy().is_some() && b.last_deploy().is_some()
+    });
     let attempt = a.last_deploy().unwrap().attempt;
     running(&api, attempt, 2);
 
@@ -406,7 +410,9 @@ fn exhausted_restart_strategy_fails_the_job() {
         first,
         json!([{"event": "failed", "worker": 0, "error": "sink unreachable"}]),
     );
-    wait_until("restart", DEADLINE, || a.last_deploy().is_some_and(|s| s.attempt > first));
+    wait_until("restart", DEADLINE, || {
+        a.last_deploy().is_some_and(|s| s.attempt > first)
+    });
     let second = a.last_deploy().unwrap().attempt;
     a.exit(second, 0, 2, "still unreachable");
     wait_until("failure", DEADLINE, || state_of(&api, &job) == "failed");
@@ -536,7 +542,9 @@ fn cancel_kills_every_worker() {
     let a = FakeTm::start(&api, 1);
     let b = FakeTm::start(&api, 1);
     let job = api.submit(2, fixed(3));
-    wait_until("deploys", DEADLINE, || a.last_deploy().is_some() && b.last_deploy().is_some());
+    wait_until("deploys", DEADLINE, || {
+        a.last_deploy().is_some() && b.last_deploy().is_some()
+    });
     let attempt = a.last_deploy().unwrap().attempt;
     running(&api, attempt, 2);
     let summary = api.ok("POST", &format!("/api/v1/jobs/{job}/cancel"), None);
@@ -571,7 +579,9 @@ fn job_manager_restart_redeploys_a_running_job() {
     wait_until("re-registration", DEADLINE, || {
         a.state.lock().unwrap().unknown_seen && a.id() != old_tm
     });
-    wait_until("kill of the old worker", DEADLINE, || a.killed().contains(&(old_attempt, 0)));
+    wait_until("kill of the old worker", DEADLINE, || {
+        a.killed().contains(&(old_attempt, 0))
+    });
     wait_until("new deploy", DEADLINE, || {
         a.last_deploy().is_some_and(|s| s.attempt > old_attempt)
     });

@@ -244,7 +244,9 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
     assert_eq!(spec.artifact, artifact.sha256);
     assert_eq!(spec.worker, 0);
     let args_file = env_file.with_file_name(env_file.file_name().unwrap().to_string_lossy().replace("env.", "args."));
-    let worker_args = wait_for("the worker's arguments", DEADLINE, || fs::read_to_string(&args_file).ok());
+    let worker_args = wait_for("the worker's arguments", DEADLINE, || {
+        fs::read_to_string(&args_file).ok()
+    });
     assert_eq!(
         worker_args.trim(),
         "worker",
@@ -346,7 +348,9 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
     });
 
     submit_sleeper(&client, out_dir.path());
-    let first_pid = wait_for("the worker to start", DEADLINE, || pids(out_dir.path()).into_iter().next());
+    let first_pid = wait_for("the worker to start", DEADLINE, || {
+        pids(out_dir.path()).into_iter().next()
+    });
 
     // The job manager goes away: the worker keeps running while the task manager retries.
     let bind: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
@@ -368,7 +372,9 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
             .filter(|id| *id != first_id)
     });
     assert_ne!(second_id, first_id);
-    wait_for("the old worker to be killed", DEADLINE, || (!alive(&first_pid)).then_some(()));
+    wait_for("the old worker to be killed", DEADLINE, || {
+        (!alive(&first_pid)).then_some(())
+    });
 
     tm.stop();
     // Its workers (the job ran again on it) were killed on the way out.
@@ -387,7 +393,9 @@ fn cancelling_a_job_kills_its_worker() {
     let tm = RunningTm::start(jm.url(), jm.token(), 1, tm_dir.path());
 
     let job = submit_sleeper(&client, out_dir.path());
-    let pid = wait_for("the worker to start", DEADLINE, || pids(out_dir.path()).into_iter().next());
+    let pid = wait_for("the worker to start", DEADLINE, || {
+        pids(out_dir.path()).into_iter().next()
+    });
     assert!(alive(&pid));
 
     assert_eq!(client.cancel(&job.id).unwrap().state, JobState::Cancelled);

@@ -96,7 +96,9 @@ fn a_task_manager_registers_over_https_and_hands_its_workers_the_url_and_ca() {
             savepoint: None,
         })
         .unwrap();
-    let env = wait_for("the worker's environment", DEADLINE, || fs::read_to_string(out.join("env")).ok());
+    let env = wait_for("the worker's environment", DEADLINE, || {
+        fs::read_to_string(out.join("env")).ok()
+    });
     let var = |name: &str| {
         env.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))

@@ -192,6 +192,10 @@ mod tests {
         });
         p.blocked(|| tx.send(2)).unwrap();
         assert_eq!(reader.join().unwrap(), (1, 2));
-        assert!(p.blocked_nanos.load(Ordering::Relaxed) >= 30 * MS, "{}", p.blocked_seconds());
+        assert!(
+            p.blocked_nanos.load(Ordering::Relaxed) >= 30 * MS,
+            "{}",
+            p.blocked_seconds()
+        );
     }
 }
