@@ -123,7 +123,20 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     let running = cluster.wait_job(&id, "the job to run and checkpoint", Duration::from_secs(90), |d| {
         d.summary.state == JobState::Running && d.summary.last_checkpoint.is_some()
     });
-    assert_eq!(running.attempt, Some(attempt), "the attempt that was attacked runs");
+    assert_eq!(
+        running.attempt,
+        Some(attempt),
+        "the attempt that was attacked runs; the job's exceptions: {:?}\ntask manager logs end:\n{}",
+        running.exceptions,
+        logs.iter()
+            .map(|l| {
+                let text = std::fs::read_to_string(l).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().filter(|l| !l.contains(" INFO ")).collect();
+                lines[lines.len().saturating_sub(15)..].join("\n")
+            })
+            .collect::<Vec<_>>()
+            .join("\n--\n")
+    );
     // Each worker counted every attack that reached it, under its reason, and nothing else.
     for (worker, pid) in [(0, w0), (1, w1)] {
         let expected = expected_refusals(&startup, pid);

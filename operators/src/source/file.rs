@@ -108,7 +108,7 @@ struct Split {
 /// What reads a file.
 enum Reader {
     Json(Lines),
-    Csv(CsvRecords),
+    Csv(Box<CsvRecords>),
 }
 
 impl Reader {
@@ -273,7 +273,7 @@ impl<T: DeserializeOwned + Data> FileSource<T> {
                 let reader = match self.format {
                     LineFormat::JsonLines => Lines::open(path, from.0, from.1).map(Reader::Json),
                     LineFormat::Csv { delimiter, .. } => {
-                        CsvRecords::open(path, from.0, from.1, delimiter).map(Reader::Csv)
+                        CsvRecords::open(path, from.0, from.1, delimiter).map(|r| Reader::Csv(Box::new(r)))
                     }
                 };
                 Current {

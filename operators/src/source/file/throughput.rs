@@ -23,7 +23,7 @@ fn payment(i: u64) -> Payment {
     Payment {
         event_id: i,
         user_id: (i.wrapping_mul(2_654_435_761) % 100_000) as u32,
-        status: if i % 5 == 0 { "FAIL" } else { "OK" }.into(),
+        status: if i.is_multiple_of(5) { "FAIL" } else { "OK" }.into(),
         amount: (i % 10_000) as f64 / 100.0,
         ts: 1_767_225_600_000 + i as i64,
     }
