@@ -2,12 +2,11 @@
 //! jobmanager` on a free port) and task manager (`floe taskmanager`).
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output};
 
-const DEADLINE: Duration = Duration::from_secs(30);
+use floe_testkit::cluster::{worker_script, Cluster, ClusterOptions};
+use floe_testkit::{alive, wait_for, DEADLINE};
 
 fn floe() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_floe"));
@@ -15,68 +14,28 @@ fn floe() -> Command {
     command
 }
 
-/// Polls `check` until it gives a value, failing with `what` at the deadline.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// A child process killed when dropped.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// `floe jobmanager` on a free port of 127.0.0.1, its token made up in its data directory.
+/// `floe jobmanager` on a free port of 127.0.0.1, its token made up in its data directory,
+/// and the task managers a test adds.
 struct JobManager {
-    _process: Guard,
-    url: String,
-    token_file: PathBuf,
+    cluster: Cluster,
     _dir: tempfile::TempDir,
 }
 
 impl JobManager {
     fn start() -> JobManager {
         let dir = tempfile::tempdir().unwrap();
-        let data_dir = dir.path().join("jm");
-        let mut child = floe()
-            .args(["jobmanager", "--bind", "127.0.0.1:0", "--data-dir"])
-            .arg(&data_dir)
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let process = Guard(child);
-        // Its first line says where it listens.
-        let mut stdout = BufReader::new(stdout);
-        let mut first = String::new();
-        stdout.read_line(&mut first).unwrap();
-        // The rest is read (and dropped) so that its prints never meet a closed pipe.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let url = first
-            .trim()
-            .rsplit(' ')
-            .next()
-            .filter(|u| u.starts_with("http://"))
-            .unwrap_or_else(|| panic!("unexpected first line of floe jobmanager: {first:?}"))
-            .to_owned();
+        let options = ClusterOptions {
+            generated_token: true,
+            ..ClusterOptions::default()
+        };
         JobManager {
-            _process: process,
-            url,
-            token_file: data_dir.join("token"),
+            cluster: Cluster::start_with(dir.path(), &[], options),
             _dir: dir,
         }
+    }
+
+    fn url(&self) -> &str {
+        &self.cluster.url
     }
 
     /// `floe <command> --job-manager URL --token-file PATH <rest>`.
@@ -86,8 +45,7 @@ impl JobManager {
         let (command, rest) = args.split_first().expect("a subcommand");
         floe()
             .arg(command)
-            .args(["--job-manager", &self.url, "--token-file"])
-            .arg(&self.token_file)
+            .args(self.cluster.connection_args())
             .args(rest)
             .output()
             .unwrap()
@@ -101,7 +59,16 @@ impl JobManager {
     }
 
     fn token(&self) -> String {
-        fs::read_to_string(&self.token_file).unwrap().trim().to_owned()
+        fs::read_to_string(self.cluster.token_file()).unwrap().trim().to_owned()
+    }
+
+    /// Starts `floe taskmanager` (one slot, with the token file) and waits until it
+    /// registered; returns its index in `cluster.tms`.
+    fn start_task_manager(&mut self) -> usize {
+        self.cluster.add_task_manager(1);
+        let n = self.cluster.tms.len();
+        self.cluster.wait_task_managers(n);
+        n - 1
     }
 }
 
@@ -109,13 +76,10 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// A "job binary": a shell script.
+/// A "job binary": a shell script; `$arg1` is the job's first argument.
 fn job_script(dir: &Path, name: &str, body: &str) -> PathBuf {
     let path = dir.join(name);
-    // Task managers start workers as `<binary> worker`; the job's arguments are in the
-    // spec, and `$arg1` is the first.
-    let arg1 = "arg1=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')";
-    fs::write(&path, format!("#!/bin/sh\n{arg1}\n{body}")).unwrap();
+    fs::write(&path, worker_script(body)).unwrap();
     path
 }
 
@@ -221,7 +185,7 @@ fn errors_exit_1_with_a_message_saying_what_to_change() {
     assert!(err.contains("j-000000000000"), "{err}");
 
     // No token.
-    let out = floe().args(["list", "--job-manager", &jm.url]).output().unwrap();
+    let out = floe().args(["list", "--job-manager", jm.url()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = text(&out.stderr);
     assert!(err.starts_with("floe list: ") && err.contains("--token"), "{err}");
@@ -229,7 +193,7 @@ fn errors_exit_1_with_a_message_saying_what_to_change() {
     // The token from the environment works.
     let out = floe()
         .args(["list", "--json"])
-        .env("FLOE_JOB_MANAGER", &jm.url)
+        .env("FLOE_JOB_MANAGER", jm.url())
         .env("FLOE_TOKEN", jm.token())
         .output()
         .unwrap();
@@ -291,35 +255,9 @@ fn usage_errors_exit_2() {
     assert!(text(&out.stderr).contains("at least 1 slot"));
 }
 
-/// Starts `floe taskmanager` against `jm` and waits until it registered.
-fn start_task_manager(jm: &JobManager, work_dir: &Path) -> Guard {
-    let child = floe()
-        .args(["taskmanager", "--slots", "1", "--job-manager", &jm.url])
-        .arg("--token-file")
-        .arg(&jm.token_file)
-        .arg("--work-dir")
-        .arg(work_dir)
-        .stdin(Stdio::null())
-        .spawn()
-        .unwrap();
-    let guard = Guard(child);
-    wait_for("the task manager to register", || {
-        let tms = jm.json(&["taskmanagers", "--json"]);
-        (tms.as_array().map(Vec::len) == Some(1)).then_some(())
-    });
-    guard
-}
-
-fn alive(pid: &str) -> bool {
-    Path::new(&format!("/proc/{pid}")).exists()
-        && !fs::read_to_string(format!("/proc/{pid}/stat"))
-            .unwrap_or_default()
-            .contains(") Z ")
-}
-
 #[test]
 fn workers_die_with_their_task_manager() {
-    let jm = JobManager::start();
+    let mut jm = JobManager::start();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     fs::create_dir(&out_dir).unwrap();
@@ -331,7 +269,7 @@ fn workers_die_with_their_task_manager() {
          cat > /dev/null\n\
          touch \"$arg1/eof\"\n",
     );
-    let mut tm = start_task_manager(&jm, &dir.path().join("tm"));
+    let tm = jm.start_task_manager();
     let out = jm.run(&[
         "submit",
         &binary.display().to_string(),
@@ -339,22 +277,23 @@ fn workers_die_with_their_task_manager() {
         &out_dir.display().to_string(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let pid = wait_for("the worker to start", || fs::read_to_string(out_dir.join("pid")).ok());
+    let pid = wait_for("the worker to start", DEADLINE, || {
+        fs::read_to_string(out_dir.join("pid")).ok()
+    });
     assert!(alive(pid.trim()));
     assert!(!out_dir.join("eof").exists());
 
     // SIGKILL: the task manager cannot clean up, but its workers' stdin closes.
-    tm.0.kill().unwrap();
-    tm.0.wait().unwrap();
-    wait_for("the worker to see the end of its stdin", || {
+    jm.cluster.tms[tm].kill();
+    wait_for("the worker to see the end of its stdin", DEADLINE, || {
         out_dir.join("eof").exists().then_some(())
     });
-    wait_for("the worker to exit", || (!alive(pid.trim())).then_some(()));
+    wait_for("the worker to exit", DEADLINE, || (!alive(pid.trim())).then_some(()));
 }
 
 #[test]
 fn sigterm_kills_the_workers_and_exits_0() {
-    let jm = JobManager::start();
+    let mut jm = JobManager::start();
     let dir = tempfile::tempdir().unwrap();
     let out_dir = dir.path().join("out");
     fs::create_dir(&out_dir).unwrap();
@@ -364,7 +303,7 @@ fn sigterm_kills_the_workers_and_exits_0() {
         "sleeper",
         "echo $$ > \"$arg1/pid.tmp\" && mv \"$arg1/pid.tmp\" \"$arg1/pid\"\nexec sleep 600\n",
     );
-    let mut tm = start_task_manager(&jm, &dir.path().join("tm"));
+    let tm = jm.start_task_manager();
     let out = jm.run(&[
         "submit",
         &binary.display().to_string(),
@@ -372,15 +311,19 @@ fn sigterm_kills_the_workers_and_exits_0() {
         &out_dir.display().to_string(),
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let pid = wait_for("the worker to start", || fs::read_to_string(out_dir.join("pid")).ok());
+    let pid = wait_for("the worker to start", DEADLINE, || {
+        fs::read_to_string(out_dir.join("pid")).ok()
+    });
     assert!(alive(pid.trim()));
 
     let killed = Command::new("kill")
-        .args(["-TERM", &tm.0.id().to_string()])
+        .args(["-TERM", &jm.cluster.tms[tm].pid()])
         .status()
         .unwrap();
     assert!(killed.success());
-    let status = wait_for("the task manager to exit", || tm.0.try_wait().unwrap());
+    let status = wait_for("the task manager to exit", DEADLINE, || {
+        jm.cluster.tms[tm].0.try_wait().unwrap()
+    });
     assert_eq!(status.code(), Some(0));
     assert!(!alive(pid.trim()), "the worker {pid} outlived its task manager");
 }

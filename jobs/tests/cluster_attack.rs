@@ -25,11 +25,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, TOKEN};
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use serde_json::Value;
 
 const PAYMENTS: u64 = 24_000;
@@ -63,12 +63,10 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     let mut cluster = Cluster::start(dir.path(), &[]);
     let logs = [dir.path().join("tm0.log"), dir.path().join("tm1.log")];
     for log in &logs {
-        cluster.add_task_manager_logged(1, log);
+        cluster.add_task_manager_logged(1, log, None);
     }
+    cluster.wait_task_managers(2);
     let client = cluster.client();
-    cluster::wait_for("the task managers to register", Duration::from_secs(30), || {
-        client.taskmanagers().ok().filter(|t| t.len() == 2)
-    });
     let tm_pids: Vec<u32> = cluster.tms.iter().map(|p| p.0.id()).collect();
 
     let load = PaymentLoad {
@@ -142,7 +140,7 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     // Each worker counted every attack that reached it, under its reason, and nothing else.
     for (worker, pid) in [(0, w0), (1, w1)] {
         let expected = expected_refusals(&startup, pid);
-        cluster::wait_for(
+        floe_testkit::wait_for(
             &format!("worker {worker} to report its refusals {expected:?}"),
             Duration::from_secs(30),
             || (refusals(&client.metrics_text().ok()?, &id, worker) == expected).then_some(()),
@@ -426,37 +424,15 @@ fn hold_worker_1(tms: &[u32]) -> (u32, u32) {
 
 /// The worker processes of the task managers `tms`, by worker index.
 fn workers_of(tms: &[u32]) -> BTreeMap<usize, u32> {
-    let mut workers = BTreeMap::new();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return workers;
-    };
-    for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|p| p.parse::<u32>().ok()) else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // `pid (comm) state ppid ...`: the command may hold spaces and parentheses.
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if !ppid.is_some_and(|p| tms.contains(&p)) {
-            continue;
-        }
-        // Between fork and exec the child has its task manager's environment: skip it then.
-        let environ = std::fs::read(format!("/proc/{pid}/environ")).unwrap_or_default();
-        let index = environ
-            .split(|b| *b == 0)
-            .find_map(|v| v.strip_prefix(b"FLOE_WORKER_SPEC="))
-            .and_then(|spec| serde_json::from_slice::<Value>(spec).ok())
-            .and_then(|spec| spec["worker"].as_u64());
-        if let Some(index) = index {
-            workers.insert(index as usize, pid);
-        }
-    }
-    workers
+    floe_testkit::children(tms)
+        .into_iter()
+        .filter_map(|(pid, _)| {
+            // Between fork and exec the child has its task manager's environment: no spec.
+            let spec = floe_testkit::environ(pid, "FLOE_WORKER_SPEC")?;
+            let index = serde_json::from_str::<Value>(&spec).ok()?["worker"].as_u64()?;
+            Some((index as usize, pid))
+        })
+        .collect()
 }
 
 fn signal(pid: u32, sig: &str) {

@@ -11,12 +11,12 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, TOKEN};
 use common::{assert_exactly_once, dead_letter_origin, malformed_payments};
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
+use floe_testkit::cluster::{Cluster, TOKEN};
 
 const PAYMENTS: u64 = 30_000;
 

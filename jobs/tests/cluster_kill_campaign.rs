@@ -23,15 +23,15 @@ mod common;
 mod kill_runs;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, Proc, TOKEN};
 use floe_cluster::protocol::JobState;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
+use floe_testkit::cluster::{Cluster, TOKEN};
 use kill_runs::{
-    assert_fraud_exact, complete_checkpoints, env_number, expected_alerts, malformed_payments, wait_for_outputs,
-    Figures, Seeded, RUN_LOG,
+    assert_fraud_exact, campaign_rng, checkpoint_ids, env_number, expected_alerts, malformed_payments,
+    wait_for_outputs, Figures, RUN_LOG,
 };
 
 const MALFORMED_EVERY: u64 = 1_000;
@@ -41,19 +41,7 @@ const MALFORMED_EVERY: u64 = 1_000;
 /// worker <w>]`) in a file; returns the file.
 fn add_logged_task_manager(cluster: &mut Cluster, dir: &Path, n: usize) -> PathBuf {
     let log = dir.join(format!("tm{n}.log"));
-    let child = Command::new(cluster::floe_bin())
-        .args(["taskmanager", "--job-manager", &cluster.url, "--token", &cluster.token])
-        .args(cluster.ca_args())
-        .args(["--slots", "2"])
-        .arg("--work-dir")
-        .arg(dir.join(format!("tm{n}")))
-        .env("RUST_LOG", RUN_LOG)
-        .env("NO_COLOR", "1")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .expect("start floe taskmanager");
-    cluster.tms.push(Proc(child));
+    cluster.add_task_manager_logged(2, &log, Some(RUN_LOG));
     log
 }
 
@@ -86,7 +74,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
     let kills = env_number("FLOE_CAMPAIGN_KILLS", 3) as usize;
     let payments = env_number("FLOE_CAMPAIGN_EVENTS", 30_000);
     let rate = env_number("FLOE_CAMPAIGN_RATE", 3_000).max(1);
-    let mut seeded = Seeded::from_env("cluster campaign");
+    let mut seeded = campaign_rng("cluster campaign");
     let broker = kill_runs::broker();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), &[]);
@@ -94,10 +82,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
         add_logged_task_manager(&mut cluster, dir.path(), 0),
         add_logged_task_manager(&mut cluster, dir.path(), 1),
     ];
-    let client = cluster.client();
-    cluster::wait_for("two task managers", Duration::from_secs(30), || {
-        client.taskmanagers().ok().filter(|t| t.len() == 2)
-    });
+    cluster.wait_task_managers(2);
 
     let profile = common::attack_profile(41);
     let load = PaymentLoad {
@@ -171,7 +156,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
         let (restored, first) = attempt_log(&logs, &id, now);
         let first = first.unwrap_or_default();
         // The newest checkpoint complete before this attempt's first: what it had to restore.
-        let newest_before = complete_checkpoints(&chk).into_iter().filter(|c| *c < first).max();
+        let newest_before = checkpoint_ids(&chk).into_iter().filter(|c| *c < first).max();
         assert_eq!(
             restored, newest_before,
             "attempt {now} restored {restored:?}, the newest complete checkpoint before its first ({first}) is \

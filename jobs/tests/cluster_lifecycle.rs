@@ -10,11 +10,11 @@ mod common;
 use std::process::Command;
 use std::time::Duration;
 
-use cluster::{Cluster, TOKEN};
 use floe_cluster::protocol::{JobState, ResumeRequest, SavepointRequest};
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
+use floe_testkit::cluster::{Cluster, TOKEN};
 
 const PAYMENTS: u64 = 24_000;
 

@@ -12,69 +12,26 @@
 //! - Every shipped job binary runs as a worker (`counts-per-key` on two task managers
 //!   commits what it commits in one process).
 
-#[path = "common/cluster.rs"]
-mod cluster;
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::{wait_for, Cluster, TOKEN};
 use floe_cluster::client::Client;
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
+use floe_testkit::cluster::{Cluster, TOKEN};
+use floe_testkit::{alive, cmdline, environ, floe_bin, wait_for};
 
 /// A password the job is given; it must show nowhere a user of the machine can look.
 const SECRET: &str = "hunter2-b7e1";
 
 /// The pid of each live (not zombie) process whose parent is `parent`.
 fn children(parent: u32) -> Vec<u32> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if let Some((ppid, state)) = stat(pid) {
-            if ppid == parent && state != 'Z' {
-                out.push(pid);
-            }
-        }
-    }
-    out
-}
-
-/// (parent pid, state) of `pid`, if it exists.
-fn stat(pid: u32) -> Option<(u32, char)> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // `pid (comm) state ppid ...`: comm may hold spaces and parentheses.
-    let rest = &text[text.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?;
-    Some((ppid, state))
-}
-
-/// Whether `pid` is gone (or a zombie nobody reaped: it runs no more).
-fn is_gone(pid: u32) -> bool {
-    stat(pid).is_none_or(|(_, state)| state == 'Z')
-}
-
-fn cmdline(pid: u32) -> Vec<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
-    raw.split(|b| *b == 0)
-        .filter(|a| !a.is_empty())
-        .map(|a| String::from_utf8_lossy(a).into_owned())
+    floe_testkit::children(&[parent])
+        .into_iter()
+        .map(|(pid, _)| pid)
         .collect()
-}
-
-fn environ(pid: u32, name: &str) -> Option<String> {
-    let raw = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
-    raw.split(|b| *b == 0).find_map(|kv| {
-        let kv = String::from_utf8_lossy(kv);
-        kv.strip_prefix(&format!("{name}=")).map(str::to_string)
-    })
 }
 
 /// Kills task manager `tm` of `cluster` with SIGKILL and checks that each of `workers` ends
@@ -86,8 +43,8 @@ fn kill_task_manager(cluster: &mut Cluster, tm: usize, workers: &[u32], when: &s
     proc.wait().unwrap();
     let killed = Instant::now();
     let deadline = killed + Duration::from_secs(1);
-    while !workers.iter().all(|w| is_gone(*w)) {
-        let alive: Vec<_> = workers.iter().filter(|w| !is_gone(**w)).collect();
+    while !workers.iter().all(|w| !alive(*w)) {
+        let alive: Vec<_> = workers.iter().filter(|w| alive(**w)).collect();
         assert!(
             Instant::now() < deadline,
             "{when}: workers {alive:?} outlived their task manager by a second"
@@ -177,7 +134,7 @@ fn workers_hold_no_admin_secret_keep_state_private_and_die_with_their_task_manag
     let shown = detail.args.join(" ");
     assert!(!shown.contains(SECRET), "{shown}");
     assert!(shown.contains("sasl.password=<redacted>"), "{shown}");
-    let floe = cluster::floe_bin();
+    let floe = floe_bin();
     let status = Command::new(&floe)
         .args(["status", &id, "--job-manager", &cluster.url, "--token", TOKEN, "--json"])
         .output()

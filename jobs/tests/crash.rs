@@ -2,39 +2,37 @@
 //! restored past damaged checkpoints commits exactly what an uninterrupted run commits.
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use floe_testkit::crash::{complete_checkpoints, kill_at, newest_checkpoint, KillMoment, TestRng};
 
 mod counts_job;
-use counts_job::{committed, complete_checkpoints, job, job_at, newest_checkpoint, reference, wait_for_checkpoints};
+use counts_job::{committed, job, job_at, reference, wait_for_checkpoints};
 
-/// Kills the job `kills` times at random moments of a run that would take 10 s
-/// (checkpoints every 100 ms, so some kills land in one), restarts it each time, lets the
-/// last run finish, and checks the committed output against the uninterrupted run.
+/// Kills the job `kills` times in a run that would take 20 s (checkpoints every 100 ms),
+/// restarts it each time, lets the last run finish, and checks the committed output
+/// against the uninterrupted run. Every other kill lands at a random moment up to 300 ms
+/// after the run completed a checkpoint of its own (between checkpoints, in a snapshot, in
+/// a commit), the others at a random moment after the start (start-up and restore
+/// included), so the runs get past their checkpoints however loaded the machine is.
 fn kill_restart_and_compare(kills: usize, extra: &[&str]) {
     let dir = tempfile::tempdir().unwrap();
     let (out, chk) = (dir.path().join("out"), dir.path().join("chk"));
     let expected = reference(dir.path());
 
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {seed}");
+    let mut rng = TestRng::from_env_or_time();
     let mut progress = Vec::new();
     for kill in 1..=kills {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let after = Duration::from_millis(200 + (seed >> 33) % 500);
-        let mut child = job(&out, &chk, "100000").args(extra).spawn().unwrap();
-        let started = Instant::now();
-        // The random moment of the kill: time is the point here, not a synchronization.
-        while started.elapsed() < after {
-            if let Some(status) = child.try_wait().unwrap() {
-                panic!("the job ended before kill {kill} ({status})");
+        let moment = if kill % 2 == 1 {
+            KillMoment::AfterCheckpoint {
+                dir: &chk,
+                newer_than: newest_checkpoint(&chk),
+                after: rng.millis(0, 300),
             }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        } else {
+            KillMoment::AfterStart(rng.millis(200, 700))
+        };
+        let child = job(&out, &chk, "50000").args(extra).spawn().unwrap();
+        assert!(kill_at(child, moment), "the job ended before kill {kill}");
         progress.push(newest_checkpoint(&chk));
     }
     println!("newest checkpoint after each kill: {progress:?}");

@@ -9,13 +9,13 @@ mod common;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
-use common::{alert_payments, assert_exactly_once, dead_letter_origin, kill_at_random, malformed_payments};
+use common::{alert_payments, assert_exactly_once, dead_letter_origin, malformed_payments};
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::fraud;
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
+use floe_testkit::crash::{kill_at, newest_checkpoint, KillMoment, TestRng};
 
 const PAYMENTS: u64 = 30_000;
 
@@ -60,16 +60,21 @@ fn sigkilled_fraud_job_commits_each_alert_exactly_once() {
     let config = broker.config().set("batch.num.messages", "1");
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
 
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {seed}");
-    for _ in 0..5 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let after = Duration::from_millis(400 + (seed >> 33) % 800);
+    // Kills 1, 3 and 5 at a random moment after the run completed a checkpoint of its own,
+    // 2 and 4 at a random moment after its start (start-up and restore included).
+    let mut rng = TestRng::from_env_or_time();
+    for kill in 1..=5 {
+        let moment = if kill % 2 == 1 {
+            KillMoment::AfterCheckpoint {
+                dir: &chk,
+                newer_than: newest_checkpoint(&chk),
+                after: rng.millis(0, 600),
+            }
+        } else {
+            KillMoment::AfterStart(rng.millis(400, 1_200))
+        };
         let child = job(&broker, &chk, false).spawn().unwrap();
-        assert!(kill_at_random(child, after), "the unbounded job ended on its own");
+        assert!(kill_at(child, moment), "the unbounded job ended on its own");
     }
     writer.join().unwrap().unwrap();
     let out = job(&broker, &chk, true).stdout(Stdio::piped()).output().unwrap();

@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 mod common;
 
-use common::{assert_exactly_once, counted_input, dead_letter_origin, kill_at_random, send, Deliveries};
+use common::{assert_exactly_once, counted_input, dead_letter_origin, send, Deliveries};
 use floe_dsl::kafka::testing::TestBroker;
+use floe_testkit::crash::{kill_at, newest_checkpoint, KillMoment, TestRng};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -98,18 +99,21 @@ fn sigkill_kafka_to_kafka_counts_each_input_exactly_once() {
 
     let brokers = broker.brokers();
     let producer = std::thread::spawn(move || produce(brokers));
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    println!("seed {seed}");
-    let mut kills = 0;
-    while kills < 10 {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        let after = Duration::from_millis(300 + (seed >> 33) % 600);
+    // Odd kills at a random moment after the run completed a checkpoint of its own, even
+    // ones at a random moment after its start (start-up and restore included).
+    let mut rng = TestRng::from_env_or_time();
+    for kill in 1..=10 {
+        let moment = if kill % 2 == 1 {
+            KillMoment::AfterCheckpoint {
+                dir: &chk,
+                newer_than: newest_checkpoint(&chk),
+                after: rng.millis(0, 400),
+            }
+        } else {
+            KillMoment::AfterStart(rng.millis(300, 900))
+        };
         let child = job(&broker, &chk, false).spawn().unwrap();
-        assert!(kill_at_random(child, after), "the unbounded job ended on its own");
-        kills += 1;
+        assert!(kill_at(child, moment), "the unbounded job ended on its own");
     }
     let bad = producer.join().unwrap();
     let status = job(&broker, &chk, true).status().unwrap();

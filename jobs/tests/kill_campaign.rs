@@ -26,8 +26,8 @@ use std::time::{Duration, Instant};
 
 use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use kill_runs::{
-    assert_counts_exact, assert_fraud_exact, assert_restored_newest, broker, counts_job, env_number, fraud_job,
-    newest_complete, write_counts_input, Figures, Running, Seeded,
+    assert_counts_exact, assert_fraud_exact, assert_restored_newest, broker, campaign_rng, counts_job, env_number,
+    fraud_job, newest_complete, write_counts_input, Figures, Running,
 };
 
 /// The campaign's size: kills, input records, records a second.
@@ -51,7 +51,7 @@ fn campaign(
     input_done: impl FnOnce(),
 ) -> Figures {
     let chk = dir.join("chk");
-    let mut seeded = Seeded::from_env(what);
+    let mut seeded = campaign_rng(what);
     let mut figures = Figures::default();
     let mut killed_at: Option<Instant> = None;
     // Runs take about a second to start and complete a checkpoint; the rest of each run's

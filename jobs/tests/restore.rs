@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 
 mod counts_job;
-use counts_job::{complete_checkpoints, job, wait_for_checkpoints};
+use counts_job::{job, wait_for_checkpoints};
+use floe_testkit::crash::complete_checkpoints;
 
 /// Flips one bit in the middle of `path`, keeping its size.
 fn flip_a_bit(path: &Path) {

@@ -2,12 +2,12 @@
 //! and over HTTP while the job runs and after it ends.
 
 use std::io::{Read, Write};
-use std::time::{Duration, Instant};
 
 use floe_dsl::prelude::*;
 use floe_dsl::JobConfig;
 use floe_runtime::metrics::server::MetricsServer;
 use floe_runtime::metrics::{operators, OperatorFigures, Registry, SINK_LATENCY_METRIC};
+use floe_testkit::{wait_for, Gate, DEADLINE};
 
 /// Now, in ms since the epoch.
 fn wall_clock_ms() -> i64 {
@@ -36,11 +36,13 @@ fn sum(job: &str, name: &str, operator: &str) -> f64 {
     Registry::global().sum(name, &[("job", job), ("operator", operator)]) as f64
 }
 
-/// gen → timestamps → double ═key_by═> reduce → slow → collect, at parallelism 2: the
-/// slow tail blocks the head, whose backpressure shows it; every operator counts exactly the
-/// records it saw; watermarks advance; every record reaching the sink has its latency.
+/// gen → timestamps → double ═key_by═> reduce → gated → collect, at parallelism 2. The test
+/// holds the tail shut, so the head is certainly blocked and its backpressure shows it; it
+/// lets records through a few at a time and the tail's watermark moves; opened, every
+/// operator counts exactly the records it saw and every record reaching the sink has its
+/// latency.
 #[test]
-fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
+fn a_job_held_at_its_tail_reports_counts_backpressure_watermarks_and_latency() {
     let job = format!("metrics-e2e-{}", std::process::id());
     let n: u64 = 30_000;
     let tmp = tempfile::tempdir().unwrap();
@@ -54,6 +56,8 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
         checkpoint_interval_ms: 300,
         ..JobConfig::default()
     });
+    let gate = Gate::closed();
+    let pass = gate.pass();
     let out = env
         .generate(n, |i| i)
         .name("gen")
@@ -62,42 +66,20 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
         .name("double")
         .key_by(|i| i % 16)
         .reduce(|_, b| *b)
-        .map(|i| {
-            std::thread::sleep(Duration::from_micros(150)); // the slowness under test
+        .map(move |i| {
+            pass.pass(); // held here until the test lets the record through
             i
         })
-        .name("slow")
+        .name("gated")
         .collect();
     let server = MetricsServer::start("127.0.0.1:0", Registry::global().clone()).unwrap();
     let handle = env.execute_async(&job).unwrap();
 
-    // While it runs: the head is blocked most of the time, the slow tail's watermark moves.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut pressure_seen = false;
-    let mut watermarks: Vec<i64> = Vec::new();
-    while Instant::now() < deadline && !(pressure_seen && watermarks.len() >= 2) {
+    // Shut: every subtask of the head ends up blocked on a full channel, for good.
+    wait_for("backpressure above 0.5 at both subtasks of the head", DEADLINE, || {
         let double = ours(&job, "double");
-        if double.iter().any(|f| f.backpressure > 0.5) {
-            pressure_seen = true;
-            assert!(double.iter().all(|f| f.blocked_seconds > 0.0), "{double:?}");
-        }
-        if let Some(w) = ours(&job, "slow").iter().filter_map(|f| f.watermark).min() {
-            if watermarks.last().is_none_or(|last| w > *last) {
-                watermarks.push(w);
-            }
-        }
-        std::thread::sleep(Duration::from_millis(100)); // polling interval, not a wait for an event
-    }
-    assert!(
-        pressure_seen,
-        "the head never showed backpressure above 0.5: {:?}",
-        ours(&job, "double")
-    );
-    assert!(watermarks.len() >= 2, "the watermark did not advance: {watermarks:?}");
-    assert!(
-        watermarks.iter().all(|w| *w >= base && *w < base + n as i64),
-        "{watermarks:?}"
-    );
+        (double.len() == 2 && double.iter().all(|f| f.backpressure > 0.5)).then_some(())
+    });
     let text = scrape(&server);
     for series in [
         "floe_records_in_total{job=\"",
@@ -112,13 +94,38 @@ fn a_job_with_a_slow_sink_reports_counts_backpressure_watermarks_and_latency() {
         );
     }
 
+    // Let through a few records at a time (never all: the last watermark, MAX, would follow
+    // them); each time the tail has taken them, look at its watermark.
+    let step = 64;
+    let mut released = 0;
+    let mut watermarks: Vec<i64> = Vec::new();
+    while watermarks.len() < 2 {
+        assert!(
+            released + step < n,
+            "{released} records let through and the watermark did not advance: {watermarks:?}"
+        );
+        gate.release(step);
+        released += step;
+        gate.wait_until_blocked(1, DEADLINE);
+        if let Some(w) = ours(&job, "gated").iter().filter_map(|f| f.watermark).min() {
+            if watermarks.last().is_none_or(|last| w > *last) {
+                watermarks.push(w);
+            }
+        }
+    }
+    assert!(
+        watermarks.iter().all(|w| *w >= base && *w < base + n as i64),
+        "{watermarks:?}"
+    );
+
+    gate.open();
     let result = handle.join().unwrap();
     assert!(ours(&job, "double").is_empty(), "ended subtasks leave the live list");
     assert_eq!(out.len() as u64, n);
 
     // Exact counts per operator, summed over both subtasks.
     assert_eq!(sum(&job, "floe_records_out_total", "gen"), n as f64);
-    for op in ["double", "slow"] {
+    for op in ["double", "gated"] {
         assert_eq!(sum(&job, "floe_records_in_total", op), n as f64, "{op} in");
         assert_eq!(sum(&job, "floe_records_out_total", op), n as f64, "{op} out");
     }

@@ -5,9 +5,8 @@
 
 use std::collections::HashMap;
 use std::fmt::Debug;
-use std::process::Child;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floe_dsl::kafka::dead_letter::headers as dl;
 use floe_dsl::kafka::testing::{check_exactly_once, describe, CommittedRecord, TestBroker};
@@ -152,19 +151,4 @@ pub fn malformed_payments(broker: &TestBroker, topic: &str) -> Vec<(String, i32,
         .filter(|r| r.value_str().contains("\"status\":\"MAYBE\""))
         .map(|r| (topic.to_string(), r.partition, r.offset))
         .collect()
-}
-
-/// Lets `child` run for `after`, then kills it with SIGKILL; false if it ended before.
-pub fn kill_at_random(mut child: Child, after: Duration) -> bool {
-    let started = Instant::now();
-    // The random moment of the kill: time is the point here, not a synchronization.
-    while started.elapsed() < after {
-        if child.try_wait().unwrap().is_some() {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    child.kill().unwrap(); // SIGKILL
-    child.wait().unwrap();
-    true
 }

@@ -2,9 +2,11 @@
 //! what they leave: committed output and checkpoint directories.
 #![allow(dead_code)] // each test binary uses its own subset
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+
+use floe_testkit::crash::newest_checkpoint;
+use floe_testkit::{wait_until, DEADLINE};
 
 /// The job at parallelism 2: a million events at `rate` per second, checkpoints every
 /// 100 ms into `chk`, output committed into `out`.
@@ -79,34 +81,7 @@ pub fn reference(dir: &Path) -> Vec<String> {
     expected
 }
 
-/// The newest complete checkpoint in `chk` (0 if none).
-pub fn newest_checkpoint(chk: &Path) -> u64 {
-    complete_checkpoints(chk)
-        .iter()
-        .filter_map(|p| p.file_name()?.to_str()?.strip_prefix("chk-")?.parse().ok())
-        .max()
-        .unwrap_or(0)
-}
-
-/// The directories of the complete checkpoints (with a manifest) in `chk`, oldest first.
-pub fn complete_checkpoints(chk: &Path) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(chk)
-        .map(|d| {
-            d.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.join("_manifest.json").exists())
-                .collect()
-        })
-        .unwrap_or_default();
-    v.sort();
-    v
-}
-
 /// Waits (with a deadline) until the job has completed `n` checkpoints.
 pub fn wait_for_checkpoints(chk: &Path, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while newest_checkpoint(chk) < n {
-        assert!(Instant::now() < deadline, "no checkpoint {n} after 60 s");
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&format!("checkpoint {n}"), DEADLINE, || newest_checkpoint(chk) >= n);
 }

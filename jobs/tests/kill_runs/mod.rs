@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use floe_dsl::kafka::testing::{CommittedRecord, TestBroker};
 
 pub use crate::common::{alert_payments, counted_input};
+pub use floe_testkit::crash::{checkpoint_ids, TestRng};
 
 /// Fails, naming inputs missing or doubled, unless the committed records of `topic` (what a
 /// `read_committed` consumer sees, decided from the raw log) explain each of `expected`
@@ -419,52 +420,15 @@ pub fn expect_killed_at(run: Running, target: &str, timeout: Duration) -> RunLog
     log
 }
 
-/// The ids of the complete checkpoints (with a manifest) in `chk`, oldest first.
-pub fn complete_checkpoints(chk: &Path) -> Vec<u64> {
-    let mut ids: Vec<u64> = std::fs::read_dir(chk)
-        .map(|d| {
-            d.flatten()
-                .filter(|e| e.path().join("_manifest.json").exists())
-                .filter_map(|e| e.file_name().to_str()?.strip_prefix("chk-")?.parse().ok())
-                .collect()
-        })
-        .unwrap_or_default();
-    ids.sort_unstable();
-    ids
-}
-
 /// The newest complete checkpoint in `chk`: the one a restart must restore.
 pub fn newest_complete(chk: &Path) -> Option<u64> {
-    complete_checkpoints(chk).last().copied()
+    checkpoint_ids(chk).last().copied()
 }
 
-/// A seeded generator (the seed is printed, so that a failing campaign can be replayed).
-pub struct Seeded(u64);
-
-impl Seeded {
-    /// From `FLOE_CAMPAIGN_SEED`, or the clock.
-    pub fn from_env(what: &str) -> Seeded {
-        let seed = std::env::var("FLOE_CAMPAIGN_SEED")
-            .ok()
-            .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| {
-                std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .unwrap()
-                    .as_nanos() as u64
-            });
-        println!("{what}: seed {seed} (FLOE_CAMPAIGN_SEED={seed} replays it)");
-        Seeded(seed)
-    }
-
-    /// The next number below `n`.
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        (self.0 >> 33) % n.max(1)
-    }
+/// The seeded moments of a campaign, from `FLOE_CAMPAIGN_SEED` or the clock (the seed is
+/// printed, so that a failing campaign can be replayed).
+pub fn campaign_rng(what: &str) -> TestRng {
+    TestRng::from_env("FLOE_CAMPAIGN_SEED", what)
 }
 
 /// A number from environment variable `name`, else `default`.

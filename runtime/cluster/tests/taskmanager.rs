@@ -3,26 +3,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use floe_cluster::client::{Client, ClusterArgs};
 use floe_cluster::jobmanager::{JobManager, JobManagerConfig};
 use floe_cluster::protocol::{JobState, RestartStrategy, SubmitRequest, WorkerSpec, WorkerState};
 use floe_cluster::taskmanager::{Launch, TaskManager, TaskManagerArgs, WorkerProcess};
-
-const DEADLINE: Duration = Duration::from_secs(20);
-
-/// Polls `check` until it gives a value, failing with `what` at the deadline.
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(value) = check() {
-            return value;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+use floe_testkit::cluster::worker_script;
+use floe_testkit::{alive, wait_for, DEADLINE};
 
 /// A `sh` script in `dir`, run as `sh <script>` (not exec'd, so a concurrently forked
 /// test process holding it open for writing cannot make it busy).
@@ -39,7 +27,7 @@ fn script(dir: &Path, name: &str, body: &str) -> Launch {
 }
 
 fn reap_until_exit(process: &mut WorkerProcess) -> WorkerState {
-    wait_for("the process to exit", || {
+    wait_for("the process to exit", DEADLINE, || {
         process.reap().unwrap().then(|| process.state())
     })
 }
@@ -84,7 +72,7 @@ fn kill_ends_a_running_worker() {
         &format!("echo about to sleep >&2\ntouch {}\nexec sleep 600\n", started.display()),
     );
     let mut process = WorkerProcess::spawn(&launch).unwrap();
-    wait_for("the script to start", || started.exists().then_some(()));
+    wait_for("the script to start", DEADLINE, || started.exists().then_some(()));
     assert!(!process.reap().unwrap(), "it should still run");
     assert_eq!(process.state(), WorkerState::Running);
     process.kill().unwrap();
@@ -111,7 +99,7 @@ fn a_worker_reading_stdin_sees_end_of_file_when_its_handle_is_dropped() {
         ),
     );
     let mut process = WorkerProcess::spawn(&launch).unwrap();
-    wait_for("the script to start", || started.exists().then_some(()));
+    wait_for("the script to start", DEADLINE, || started.exists().then_some(()));
     // Its stdin is held open: it keeps waiting on it.
     assert!(!process.reap().unwrap());
     assert!(!saw_eof.exists());
@@ -145,19 +133,20 @@ fn slots_must_be_at_least_one() {
     assert!(err.contains("--slots"), "{err}");
 }
 
-/// A job "binary": a shell script that writes its arguments and environment to the
-/// directory it is given, says something on stderr and fails.
-const FAILING_JOB: &str = "#!/bin/sh
-# $1 is the mode word (worker); the job's one argument, the output directory, comes in
-# its spec.
-out=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')
-echo \"$@\" > \"$out/args.$$.tmp\"
-env > \"$out/env.$$.tmp\"
-mv \"$out/args.$$.tmp\" \"$out/args.$$\"
-mv \"$out/env.$$.tmp\" \"$out/env.$$\"
+/// A job "binary": a shell script that writes its arguments (`$1` is the mode word,
+/// `worker`) and environment to the directory it is given (the job's one argument, which
+/// comes in its spec), says something on stderr and fails.
+fn failing_job() -> String {
+    worker_script(
+        "echo \"$@\" > \"$arg1/args.$$.tmp\"
+env > \"$arg1/env.$$.tmp\"
+mv \"$arg1/args.$$.tmp\" \"$arg1/args.$$\"
+mv \"$arg1/env.$$.tmp\" \"$arg1/env.$$\"
 echo 'worker failing on purpose' >&2
 exit 7
-";
+",
+    )
+}
 
 /// A task manager on a thread of its own; `stop` ends it, checking it ended cleanly.
 struct RunningTm {
@@ -205,7 +194,7 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
 
     let tm = RunningTm::start(jm.url(), jm.token(), 2, tm_dir.path());
 
-    let tms = wait_for("the task manager to register", || {
+    let tms = wait_for("the task manager to register", DEADLINE, || {
         let tms = client.taskmanagers().unwrap();
         (!tms.is_empty()).then_some(tms)
     });
@@ -214,7 +203,7 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
     assert_eq!(tms[0].pid, std::process::id());
 
     let artifact = client
-        .upload_artifact(FAILING_JOB.as_bytes(), Some("failing.sh"))
+        .upload_artifact(failing_job().as_bytes(), Some("failing.sh"))
         .unwrap();
     let job = client
         .submit(&SubmitRequest {
@@ -229,7 +218,7 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
         .unwrap();
 
     // The worker ran with its spec, the job manager's URL and the token.
-    let env_file = wait_for("the worker to write its environment", || {
+    let env_file = wait_for("the worker to write its environment", DEADLINE, || {
         env_files(out_dir.path()).into_iter().next()
     });
     let env = fs::read_to_string(&env_file).unwrap();
@@ -255,7 +244,9 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
     assert_eq!(spec.artifact, artifact.sha256);
     assert_eq!(spec.worker, 0);
     let args_file = env_file.with_file_name(env_file.file_name().unwrap().to_string_lossy().replace("env.", "args."));
-    let worker_args = wait_for("the worker's arguments", || fs::read_to_string(&args_file).ok());
+    let worker_args = wait_for("the worker's arguments", DEADLINE, || {
+        fs::read_to_string(&args_file).ok()
+    });
     assert_eq!(
         worker_args.trim(),
         "worker",
@@ -266,7 +257,7 @@ fn a_task_manager_registers_deploys_an_uploaded_binary_and_reports_its_exit() {
 
     // Its exit (code 7, with its stderr) reached the job manager: with no restarts allowed
     // the job fails, and the exception says why.
-    let detail = wait_for("the job to fail", || {
+    let detail = wait_for("the job to fail", DEADLINE, || {
         let detail = client.job(&job.id).unwrap();
         (detail.summary.state == JobState::Failed).then_some(detail)
     });
@@ -341,10 +332,6 @@ fn pids(dir: &Path) -> Vec<String> {
     pids
 }
 
-fn alive(pid: &str) -> bool {
-    fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| !stat.contains(") Z "))
-}
-
 #[test]
 fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
     let jm_dir = tempfile::tempdir().unwrap();
@@ -356,12 +343,14 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
     let client = Client::new(&url, Some(token.clone())).unwrap();
 
     let tm = RunningTm::start(&url, &token, 1, tm_dir.path());
-    let first_id = wait_for("the task manager to register", || {
+    let first_id = wait_for("the task manager to register", DEADLINE, || {
         client.taskmanagers().unwrap().first().map(|tm| tm.id.clone())
     });
 
     submit_sleeper(&client, out_dir.path());
-    let first_pid = wait_for("the worker to start", || pids(out_dir.path()).into_iter().next());
+    let first_pid = wait_for("the worker to start", DEADLINE, || {
+        pids(out_dir.path()).into_iter().next()
+    });
 
     // The job manager goes away: the worker keeps running while the task manager retries.
     let bind: std::net::SocketAddr = url.trim_start_matches("http://").parse().unwrap();
@@ -374,7 +363,7 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
     config.bind = bind;
     let jm = JobManager::start(config).unwrap();
     assert_eq!(jm.token(), token);
-    let second_id = wait_for("the task manager to register again", || {
+    let second_id = wait_for("the task manager to register again", DEADLINE, || {
         client
             .taskmanagers()
             .ok()?
@@ -383,7 +372,9 @@ fn a_task_manager_outlives_a_job_manager_restart_and_registers_again() {
             .filter(|id| *id != first_id)
     });
     assert_ne!(second_id, first_id);
-    wait_for("the old worker to be killed", || (!alive(&first_pid)).then_some(()));
+    wait_for("the old worker to be killed", DEADLINE, || {
+        (!alive(&first_pid)).then_some(())
+    });
 
     tm.stop();
     // Its workers (the job ran again on it) were killed on the way out.
@@ -402,13 +393,15 @@ fn cancelling_a_job_kills_its_worker() {
     let tm = RunningTm::start(jm.url(), jm.token(), 1, tm_dir.path());
 
     let job = submit_sleeper(&client, out_dir.path());
-    let pid = wait_for("the worker to start", || pids(out_dir.path()).into_iter().next());
+    let pid = wait_for("the worker to start", DEADLINE, || {
+        pids(out_dir.path()).into_iter().next()
+    });
     assert!(alive(&pid));
 
     assert_eq!(client.cancel(&job.id).unwrap().state, JobState::Cancelled);
-    wait_for("the worker to be killed", || (!alive(&pid)).then_some(()));
+    wait_for("the worker to be killed", DEADLINE, || (!alive(&pid)).then_some(()));
     // Its slot is free again.
-    wait_for("the slot to be released", || {
+    wait_for("the slot to be released", DEADLINE, || {
         let tms = client.taskmanagers().unwrap();
         (tms.first()?.slots_used == 0).then_some(())
     });

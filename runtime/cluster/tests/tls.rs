@@ -4,15 +4,14 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
 
 use floe_cluster::client::{Client, ClusterArgs};
 use floe_cluster::jobmanager::{JobManager, JobManagerArgs, JobManagerConfig, RunningJobManager, TlsFiles};
 use floe_cluster::protocol::{RestartStrategy, SubmitRequest};
 use floe_cluster::taskmanager::{TaskManager, TaskManagerArgs};
 use floe_cluster::ClusterError;
-
-const DEADLINE: Duration = Duration::from_secs(20);
+use floe_testkit::cluster::worker_script;
+use floe_testkit::{wait_for, DEADLINE};
 
 fn certificate(dir: &Path) -> TlsFiles {
     TlsFiles::self_signed(dir).expect("the openssl command (scripts/deps.sh installs it)")
@@ -26,17 +25,6 @@ fn start_tls(dir: &Path, tls: &TlsFiles) -> RunningJobManager {
 
 fn trusting(jm: &RunningJobManager, ca: &Path) -> Client {
     Client::with_ca_cert(jm.url(), Some(jm.token().to_owned()), Some(ca.to_path_buf())).unwrap()
-}
-
-fn wait_for<T>(what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let start = Instant::now();
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(start.elapsed() < DEADLINE, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 #[test]
@@ -89,16 +77,13 @@ fn a_task_manager_registers_over_https_and_hands_its_workers_the_url_and_ca() {
     let tm = TaskManager::new(&TaskManagerArgs::new(cluster, 1, dir.path().join("tm"))).unwrap();
     let shutdown = tm.shutdown_handle();
     let running = std::thread::spawn(move || tm.run());
-    wait_for("the task manager to register over HTTPS", || {
+    wait_for("the task manager to register over HTTPS", DEADLINE, || {
         (client.taskmanagers().unwrap().len() == 1).then_some(())
     });
 
     // The task manager fetched the binary over HTTPS and started it with what a worker
     // needs to call back.
-    // Task managers start workers as `<binary> worker`; the job's arguments are in the spec.
-    let script = "#!/bin/sh\n\
-        out=$(printf '%s' \"$FLOE_WORKER_SPEC\" | sed -n 's/.*\"args\":\\[\"\\([^\"]*\\)\".*/\\1/p')\n\
-        env > \"$out/env.tmp\" && mv \"$out/env.tmp\" \"$out/env\"\nexec sleep 600\n";
+    let script = worker_script("env > \"$arg1/env.tmp\" && mv \"$arg1/env.tmp\" \"$arg1/env\"\nexec sleep 600\n");
     let artifact = client.upload_artifact(script.as_bytes(), Some("env.sh")).unwrap();
     let job = client
         .submit(&SubmitRequest {
@@ -111,7 +96,9 @@ fn a_task_manager_registers_over_https_and_hands_its_workers_the_url_and_ca() {
             savepoint: None,
         })
         .unwrap();
-    let env = wait_for("the worker's environment", || fs::read_to_string(out.join("env")).ok());
+    let env = wait_for("the worker's environment", DEADLINE, || {
+        fs::read_to_string(out.join("env")).ok()
+    });
     let var = |name: &str| {
         env.lines()
             .find_map(|l| l.strip_prefix(&format!("{name}=")))

@@ -178,15 +178,24 @@ mod tests {
 
     #[test]
     fn a_real_blocked_send_is_timed() {
-        let p = BackPressure::new();
+        let p = std::sync::Arc::new(BackPressure::new());
         let (tx, rx) = crossbeam_channel::bounded::<u32>(1);
         tx.send(1).unwrap();
+        let watched = p.clone();
         let reader = std::thread::spawn(move || {
+            // Once the send is under way, it stays blocked for at least 30 ms.
+            while watched.blocked_since.load(Ordering::Relaxed) == 0 {
+                std::thread::yield_now();
+            }
             std::thread::sleep(std::time::Duration::from_millis(30));
             (rx.recv().unwrap(), rx.recv().unwrap())
         });
         p.blocked(|| tx.send(2)).unwrap();
         assert_eq!(reader.join().unwrap(), (1, 2));
-        assert!(p.blocked_seconds() >= 0.02, "{}", p.blocked_seconds());
+        assert!(
+            p.blocked_nanos.load(Ordering::Relaxed) >= 30 * MS,
+            "{}",
+            p.blocked_seconds()
+        );
     }
 }

@@ -213,6 +213,10 @@ fn lost_task_manager_moves_the_job() {
         },
         T0 + 900
     ));
+    // Silent for exactly the timeout is not lost yet; a millisecond more is.
+    c.tick(T0 + 1000);
+    let j = c.job(&job).unwrap();
+    assert_eq!((j.state, j.exceptions.len()), (JobState::Running, 0));
     c.tick(T0 + 1001);
     let j = c.job(&job).unwrap();
     assert_eq!(j.state, JobState::Restarting);
