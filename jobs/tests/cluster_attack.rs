@@ -77,7 +77,7 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
         rate: 4_000,
         malformed_every: 1_000,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = common::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
 
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))

@@ -41,7 +41,7 @@ fn fraud_job_recovers_on_the_other_task_manager_when_one_is_killed() {
         rate: 6_000,
         malformed_every: 1_000,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = common::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
 
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))

@@ -36,7 +36,7 @@ fn broker_with_payments(seed: u64) -> (TestBroker, std::thread::JoinHandle<Resul
         rate: 5_000,
         malformed_every: 1_000,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = common::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
     (broker, writer)
 }

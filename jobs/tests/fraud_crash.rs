@@ -57,7 +57,7 @@ fn sigkilled_fraud_job_commits_each_alert_exactly_once() {
         rate: 8_000,
         malformed_every: 1_000,
     };
-    let config = broker.config().set("batch.num.messages", "1");
+    let config = common::payments_writer(&broker);
     let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
 
     // Kills 1, 3 and 5 at a random moment after the run completed a checkpoint of its own,

@@ -152,3 +152,18 @@ pub fn malformed_payments(broker: &TestBroker, topic: &str) -> Vec<(String, i32,
         .map(|r| (topic.to_string(), r.partition, r.offset))
         .collect()
 }
+
+/// Producer properties of the tests' input writers: one record per batch (the test broker
+/// reports wrong end offsets after batches of several records, which the bounded last run
+/// relies on), and a short queue, so that a writer asked for more than the broker takes
+/// slows down to it instead of piling up a backlog no final flush can deliver in time.
+pub fn load_producer() -> [(&'static str, &'static str); 2] {
+    [("batch.num.messages", "1"), ("queue.buffering.max.messages", "2000")]
+}
+
+/// The client configuration of a payment writer (see [`load_producer`]).
+pub fn payments_writer(broker: &TestBroker) -> floe_dsl::kafka::KafkaConfig {
+    load_producer()
+        .iter()
+        .fold(broker.config(), |config, (k, v)| config.set(*k, *v))
+}

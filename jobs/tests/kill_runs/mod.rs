@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use floe_dsl::kafka::testing::{CommittedRecord, TestBroker};
 
-pub use crate::common::{alert_payments, counted_input};
+pub use crate::common::{alert_payments, counted_input, load_producer, payments_writer};
 pub use floe_testkit::crash::{checkpoint_ids, TestRng};
 
 /// Fails, naming inputs missing or doubled, unless the committed records of `topic` (what a
@@ -105,21 +105,6 @@ pub fn broker() -> TestBroker {
         broker.create_topic(topic, partitions).unwrap();
     }
     broker
-}
-
-/// Producer properties of the tests' input writers: one record per batch (the test broker
-/// reports wrong end offsets after batches of several records, which the bounded last run
-/// relies on), and a short queue, so that a writer asked for more than the broker takes
-/// slows down to it instead of piling up a backlog no final flush can deliver in time.
-pub fn load_producer() -> [(&'static str, &'static str); 2] {
-    [("batch.num.messages", "1"), ("queue.buffering.max.messages", "2000")]
-}
-
-/// The client configuration of a payment writer (see [`load_producer`]).
-pub fn payments_writer(broker: &TestBroker) -> floe_dsl::kafka::KafkaConfig {
-    load_producer()
-        .iter()
-        .fold(broker.config(), |config, (k, v)| config.set(*k, *v))
 }
 
 /// Writes `kafka-counts` input at about `rate` records a second: event `i` is
