@@ -27,7 +27,6 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use floe_cluster::protocol::JobState;
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_testkit::cluster::{Cluster, TOKEN};
 use kill_runs::{
     assert_fraud_exact, campaign_rng, checkpoint_ids, env_number, expected_alerts, malformed_payments,
@@ -85,16 +84,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
     cluster.wait_task_managers(2);
 
     let profile = common::attack_profile(41);
-    let load = PaymentLoad {
-        profile: profile.clone(),
-        topic: "payments".into(),
-        start: 0,
-        count: payments,
-        rate,
-        malformed_every: MALFORMED_EVERY,
-    };
-    let config = kill_runs::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
+    let writer = kill_runs::write_payments(&broker, &profile, payments, rate, MALFORMED_EVERY);
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
         .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])
         .args(["--parallelism", "2", "--checkpoint-interval-ms", "200"])

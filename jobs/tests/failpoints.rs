@@ -16,7 +16,6 @@ mod kill_runs;
 use std::path::Path;
 use std::time::Duration;
 
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use kill_runs::{
     assert_counts_exact, assert_fraud_exact, assert_restored_newest, broker, counts_job, expect_killed_at, fraud_job,
     newest_complete, write_counts_input, RunLog, Running,
@@ -88,17 +87,8 @@ fn kill_at_then_finish(
         );
     }
     input_done();
-    let on_disk = newest_complete(&chk);
-    assert!(on_disk.is_some(), "no complete checkpoint to restore");
-    let last =
-        Running::start(command(true), &dir.join("run-last.log"), "").wait(Duration::from_secs(180), "the last run");
-    assert!(
-        last.status.success(),
-        "the last run failed ({}):\n{}",
-        last.status,
-        last.tail()
-    );
-    assert_restored_newest(&last, on_disk, true);
+    assert!(newest_complete(&chk).is_some(), "no complete checkpoint to restore");
+    let last = kill_runs::run_last(command(true), dir, &chk, Duration::from_secs(180));
     println!(
         "{target}=kill@{at}: the killed run restored {:?} and completed {:?}; the last run restored {:?}",
         killed.restored(),
@@ -134,16 +124,7 @@ fn fraud_case(target: &str, at: u64) {
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let profile = common::attack_profile(31);
-    let load = PaymentLoad {
-        profile: profile.clone(),
-        topic: "payments".into(),
-        start: 0,
-        count: PAYMENTS,
-        rate: 4_000,
-        malformed_every: MALFORMED_EVERY,
-    };
-    let config = kill_runs::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
+    let writer = kill_runs::write_payments(&broker, &profile, PAYMENTS, 4_000, MALFORMED_EVERY);
     let chk = dir.path().join("chk");
     kill_at_then_finish(
         dir.path(),

@@ -24,7 +24,6 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use kill_runs::{
     assert_counts_exact, assert_fraud_exact, assert_restored_newest, broker, campaign_rng, counts_job, env_number,
     fraud_job, newest_complete, write_counts_input, Figures, Running,
@@ -84,16 +83,7 @@ fn campaign(
         figures.checkpoints.push(completed.len());
     }
     input_done();
-    let on_disk = newest_complete(&chk);
-    let last =
-        Running::start(command(true), &dir.join("run-last.log"), "").wait(Duration::from_secs(900), "the last run");
-    assert!(
-        last.status.success(),
-        "the last run failed ({}):\n{}",
-        last.status,
-        last.tail()
-    );
-    assert_restored_newest(&last, on_disk, true);
+    kill_runs::run_last(command(true), dir, &chk, Duration::from_secs(900));
     figures.restores += 1;
     figures
 }
@@ -132,16 +122,7 @@ fn fraud_survives_a_seeded_sigkill_campaign() {
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let profile = common::attack_profile(77);
-    let load = PaymentLoad {
-        profile: profile.clone(),
-        topic: "payments".into(),
-        start: 0,
-        count: payments,
-        rate,
-        malformed_every: MALFORMED_EVERY,
-    };
-    let config = kill_runs::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
+    let writer = kill_runs::write_payments(&broker, &profile, payments, rate, MALFORMED_EVERY);
     let chk = dir.path().join("chk");
     let started = Instant::now();
     let figures = campaign(

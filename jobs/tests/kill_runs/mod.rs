@@ -107,6 +107,46 @@ pub fn broker() -> TestBroker {
     broker
 }
 
+/// Writes the first `count` payments of `profile` to `broker`'s topic `payments` at about
+/// `rate` a second, with a malformed record after every `malformed_every`, on a thread of its
+/// own (through [`payments_writer`]); join it for the outcome.
+pub fn write_payments(
+    broker: &TestBroker,
+    profile: &floe_jobs::payments::PaymentProfile,
+    count: u64,
+    rate: u64,
+    malformed_every: u64,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let load = floe_jobs::generator::PaymentLoad {
+        profile: profile.clone(),
+        topic: "payments".into(),
+        start: 0,
+        count,
+        rate,
+        malformed_every,
+    };
+    let config = payments_writer(broker);
+    std::thread::spawn(move || {
+        load.run(&config, &floe_jobs::generator::LoadProgress::default())
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The bounded last run of a crash test (`command`, logging to `dir/run-last.log`): it must
+/// end well within `timeout`, having restored the newest complete checkpoint in `chk`.
+pub fn run_last(command: Command, dir: &Path, chk: &Path, timeout: Duration) -> RunLog {
+    let on_disk = newest_complete(chk);
+    let last = Running::start(command, &dir.join("run-last.log"), "").wait(timeout, "the last run");
+    assert!(
+        last.status.success(),
+        "the last run failed ({}):\n{}",
+        last.status,
+        last.tail()
+    );
+    assert_restored_newest(&last, on_disk, true);
+    last
+}
+
 /// Writes `kafka-counts` input at about `rate` records a second: event `i` is
 /// `{"key": "k<i % KEYS>", "seq": <i / KEYS>}` keyed by its key (each key's events in order
 /// in one partition), and after every `BAD_EVERY` a malformed record, each different (cut
