@@ -88,12 +88,13 @@ fn records_longer_than_the_limit_are_never_held_whole() {
     std::fs::write(&csv, &text).unwrap();
     drop(text);
 
-    // The measurement sees a record held whole.
+    // The measurement sees a record held whole: it breaks the bound. (Not by exactly 10 MB:
+    // other threads of the test binary free memory after the reset, lowering the base.)
     let base = reset_peak();
     let held = std::hint::black_box(vec![1u8; TEN_MB]);
     assert!(
-        peak() - base >= TEN_MB,
-        "a 10 MB buffer raised the peak by {}",
+        peak() - base > BOUND,
+        "a 10 MB buffer raised the peak by only {}",
         peak() - base
     );
     drop(held);
