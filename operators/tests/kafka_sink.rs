@@ -582,21 +582,15 @@ fn an_epoch_committed_without_its_marker_is_found_in_the_log_and_not_committed_a
     p.init_transactions(timeout).unwrap();
     p.begin_transaction().unwrap();
     for (seq, value) in values(0..30, "m").enumerate() {
-        let seq = seq.to_string();
-        let stamp = [
-            (eos_headers::TXN, "eos-lost-0"),
-            (eos_headers::SUBTASK, "0"),
-            (eos_headers::ATTEMPT, "e7"),
-            (eos_headers::EPOCH, "1"),
-            (eos_headers::SEQ, seq.as_str()),
-        ]
-        .into_iter()
-        .fold(OwnedHeaders::new(), |h, (key, value)| {
-            h.insert(Header {
-                key,
-                value: Some(value),
-            })
-        });
+        let stamp = EosStamp {
+            transactional_id: "eos-lost-0".into(),
+            subtask: 0,
+            attempt: 0xe7,
+            epoch: 1,
+            seq: seq as u64,
+            committed_by: None,
+        }
+        .to_headers();
         p.send(BaseRecord::to("lost").key(&value).payload(&value).headers(stamp))
             .unwrap();
     }

@@ -10,9 +10,9 @@ use std::collections::BTreeSet;
 use std::ops::Range;
 use std::time::Duration;
 
-use floe_operators::kafka::sink::eos_headers;
+use floe_operators::kafka::sink::{eos_headers, EosStamp};
 use floe_operators::kafka::testing::{check_exactly_once, CommittedRead, LedgerViolations, TestBroker};
-use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,21 +34,15 @@ fn producer(broker: &TestBroker, transactional_id: &str, extra: &[(&str, &str)])
 
 /// A stamp like the exactly-once sink's for input `i`: the same for every copy of it.
 fn stamp(i: u64) -> OwnedHeaders {
-    let seq = i.to_string();
-    [
-        (eos_headers::TXN, "verify-0"),
-        (eos_headers::SUBTASK, "0"),
-        (eos_headers::ATTEMPT, "a1"),
-        (eos_headers::EPOCH, "1"),
-        (eos_headers::SEQ, seq.as_str()),
-    ]
-    .into_iter()
-    .fold(OwnedHeaders::new(), |h, (key, value)| {
-        h.insert(Header {
-            key,
-            value: Some(value),
-        })
-    })
+    EosStamp {
+        transactional_id: "verify-0".into(),
+        subtask: 0,
+        attempt: 0xa1,
+        epoch: 1,
+        seq: i,
+        committed_by: None,
+    }
+    .to_headers()
 }
 
 /// Sends inputs `ids` (keyed over a few keys, so both partitions get some), stamped if

@@ -59,6 +59,7 @@ pub mod headers {
 /// let stamp = EosStamp::from_headers(&h).unwrap();
 /// assert_eq!((stamp.subtask, stamp.attempt, stamp.epoch, stamp.seq), (0, 0x1f, 3, 12));
 /// assert_eq!(stamp.committed_by, Some(0x20), "committed by a restored run");
+/// assert_eq!(EosStamp::from_headers(&stamp.to_headers()), Some(stamp));
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct EosStamp {
@@ -103,6 +104,28 @@ impl EosStamp {
             epoch: epoch?,
             seq: seq?,
             committed_by,
+        })
+    }
+
+    /// The stamp as record headers, as [`EosStamp::from_headers`] reads them: for tests and
+    /// tools that write records the way the exactly-once sink does (the sink itself builds
+    /// them without allocating a stamp per record).
+    pub fn to_headers(&self) -> OwnedHeaders {
+        let committed_by = self.committed_by.map(|c| format!("{c:x}"));
+        [
+            (headers::TXN, self.transactional_id.clone()),
+            (headers::SUBTASK, self.subtask.to_string()),
+            (headers::ATTEMPT, format!("{:x}", self.attempt)),
+            (headers::EPOCH, self.epoch.to_string()),
+            (headers::SEQ, self.seq.to_string()),
+        ]
+        .into_iter()
+        .chain(committed_by.map(|c| (headers::COMMITTED_BY, c)))
+        .fold(OwnedHeaders::new_with_capacity(6), |h, (key, value)| {
+            h.insert(Header {
+                key,
+                value: Some(value.as_bytes()),
+            })
         })
     }
 }
