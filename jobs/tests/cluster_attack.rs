@@ -27,7 +27,6 @@ use std::time::{Duration, Instant};
 
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
 use floe_testkit::cluster::{Cluster, TOKEN};
 use serde_json::Value;
@@ -55,10 +54,7 @@ fn profile() -> PaymentProfile {
 
 #[test]
 fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs() {
-    let broker = TestBroker::start().unwrap();
-    broker.create_topic("payments", 4).unwrap();
-    broker.create_topic("fraud-alerts", 4).unwrap();
-    broker.create_topic("payments-dlq", 1).unwrap();
+    let broker = common::fraud_broker();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), &[]);
     let logs = [dir.path().join("tm0.log"), dir.path().join("tm1.log")];
@@ -69,16 +65,7 @@ fn strangers_are_refused_while_the_attempt_starts_and_find_no_port_once_it_runs(
     let client = cluster.client();
     let tm_pids: Vec<u32> = cluster.tms.iter().map(|p| p.0.id()).collect();
 
-    let load = PaymentLoad {
-        profile: profile(),
-        topic: "payments".into(),
-        start: 0,
-        count: PAYMENTS,
-        rate: 4_000,
-        malformed_every: 1_000,
-    };
-    let config = common::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
+    let writer = common::write_payments(&broker, &profile(), PAYMENTS, 4_000, 1_000);
 
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
         .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])

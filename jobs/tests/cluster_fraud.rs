@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use common::{assert_exactly_once, dead_letter_origin, malformed_payments};
 use floe_cluster::protocol::JobState;
 use floe_dsl::kafka::testing::TestBroker;
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
 use floe_testkit::cluster::{Cluster, TOKEN};
 
@@ -26,23 +25,11 @@ fn profile() -> PaymentProfile {
 
 #[test]
 fn fraud_job_recovers_on_the_other_task_manager_when_one_is_killed() {
-    let broker = TestBroker::start().unwrap();
-    broker.create_topic("payments", 4).unwrap();
-    broker.create_topic("fraud-alerts", 4).unwrap();
-    broker.create_topic("payments-dlq", 1).unwrap();
+    let broker = common::fraud_broker();
     let dir = tempfile::tempdir().unwrap();
     let mut cluster = Cluster::start(dir.path(), &[2, 2]);
 
-    let load = PaymentLoad {
-        profile: profile(),
-        topic: "payments".into(),
-        start: 0,
-        count: PAYMENTS,
-        rate: 6_000,
-        malformed_every: 1_000,
-    };
-    let config = common::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
+    let writer = common::write_payments(&broker, &profile(), PAYMENTS, 6_000, 1_000);
 
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
         .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use floe_cluster::protocol::{JobState, ResumeRequest, SavepointRequest};
 use floe_dsl::kafka::testing::TestBroker;
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
 use floe_testkit::cluster::{Cluster, TOKEN};
 
@@ -24,20 +23,8 @@ fn profile(seed: u64) -> PaymentProfile {
 
 /// A broker with the fraud job's topics, payments written in the background.
 fn broker_with_payments(seed: u64) -> (TestBroker, std::thread::JoinHandle<Result<(), String>>) {
-    let broker = TestBroker::start().unwrap();
-    broker.create_topic("payments", 4).unwrap();
-    broker.create_topic("fraud-alerts", 4).unwrap();
-    broker.create_topic("payments-dlq", 1).unwrap();
-    let load = PaymentLoad {
-        profile: profile(seed),
-        topic: "payments".into(),
-        start: 0,
-        count: PAYMENTS,
-        rate: 5_000,
-        malformed_every: 1_000,
-    };
-    let config = common::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()).map_err(|e| e.to_string()));
+    let broker = common::fraud_broker();
+    let writer = common::write_payments(&broker, &profile(seed), PAYMENTS, 5_000, 1_000);
     (broker, writer)
 }
 

@@ -13,7 +13,6 @@ use std::process::{Command, Stdio};
 use common::{alert_payments, assert_exactly_once, dead_letter_origin, malformed_payments};
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::fraud;
-use floe_jobs::generator::{LoadProgress, PaymentLoad};
 use floe_jobs::payments::{Payment, PaymentProfile};
 use floe_testkit::crash::{kill_at, newest_checkpoint, KillMoment, TestRng};
 
@@ -39,26 +38,14 @@ fn job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {
 
 #[test]
 fn sigkilled_fraud_job_commits_each_alert_exactly_once() {
-    let broker = TestBroker::start().unwrap();
-    broker.create_topic("payments", 4).unwrap();
-    broker.create_topic("fraud-alerts", 4).unwrap();
-    broker.create_topic("payments-dlq", 1).unwrap();
+    let broker = common::fraud_broker();
     let dir = tempfile::tempdir().unwrap();
     let chk = dir.path().join("chk");
 
     // About 8,000 payments a second, with a malformed one now and then, while the job is
     // killed; one record per batch, since the bounded last run needs the test broker's end
     // offsets right.
-    let load = PaymentLoad {
-        profile: profile(),
-        topic: "payments".into(),
-        start: 0,
-        count: PAYMENTS,
-        rate: 8_000,
-        malformed_every: 1_000,
-    };
-    let config = common::payments_writer(&broker);
-    let writer = std::thread::spawn(move || load.run(&config, &LoadProgress::default()));
+    let writer = common::write_payments(&broker, &profile(), PAYMENTS, 8_000, 1_000);
 
     // Kills 1, 3 and 5 at a random moment after the run completed a checkpoint of its own,
     // 2 and 4 at a random moment after its start (start-up and restore included).

@@ -167,3 +167,38 @@ pub fn payments_writer(broker: &TestBroker) -> floe_dsl::kafka::KafkaConfig {
         .iter()
         .fold(broker.config(), |config, (k, v)| config.set(*k, *v))
 }
+
+/// A broker with the fraud job's topics: `payments` (4 partitions), `fraud-alerts` (4) and
+/// `payments-dlq` (1).
+pub fn fraud_broker() -> TestBroker {
+    let broker = TestBroker::start().unwrap();
+    for (topic, partitions) in [("payments", 4), ("fraud-alerts", 4), ("payments-dlq", 1)] {
+        broker.create_topic(topic, partitions).unwrap();
+    }
+    broker
+}
+
+/// Writes the first `count` payments of `profile` to `broker`'s topic `payments` at about
+/// `rate` a second, with a malformed record after every `malformed_every`, on a thread of its
+/// own (through [`payments_writer`]); join it for the outcome.
+pub fn write_payments(
+    broker: &TestBroker,
+    profile: &PaymentProfile,
+    count: u64,
+    rate: u64,
+    malformed_every: u64,
+) -> std::thread::JoinHandle<Result<(), String>> {
+    let load = floe_jobs::generator::PaymentLoad {
+        profile: profile.clone(),
+        topic: "payments".into(),
+        start: 0,
+        count,
+        rate,
+        malformed_every,
+    };
+    let config = payments_writer(broker);
+    std::thread::spawn(move || {
+        load.run(&config, &floe_jobs::generator::LoadProgress::default())
+            .map_err(|e| e.to_string())
+    })
+}

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use floe_dsl::kafka::testing::{CommittedRecord, TestBroker};
 
-pub use crate::common::{alert_payments, counted_input, load_producer, payments_writer};
+pub use crate::common::{alert_payments, counted_input, load_producer, payments_writer, write_payments};
 pub use floe_testkit::crash::{checkpoint_ids, TestRng};
 
 /// Fails, naming inputs missing or doubled, unless the committed records of `topic` (what a
@@ -91,45 +91,13 @@ pub fn fraud_job(broker: &TestBroker, chk: &Path, bounded: bool) -> Command {
 }
 
 /// A broker with the topics of `kafka-counts` (`events` 4 partitions, `counts` 4,
-/// `events-dlq` 1) and of the fraud job (`payments` 4, `fraud-alerts` 4, `payments-dlq` 1).
+/// `events-dlq` 1) and of the fraud job ([`crate::common::fraud_broker`]).
 pub fn broker() -> TestBroker {
-    let broker = TestBroker::start().unwrap();
-    for (topic, partitions) in [
-        ("events", 4),
-        ("counts", 4),
-        ("events-dlq", 1),
-        ("payments", 4),
-        ("fraud-alerts", 4),
-        ("payments-dlq", 1),
-    ] {
+    let broker = crate::common::fraud_broker();
+    for (topic, partitions) in [("events", 4), ("counts", 4), ("events-dlq", 1)] {
         broker.create_topic(topic, partitions).unwrap();
     }
     broker
-}
-
-/// Writes the first `count` payments of `profile` to `broker`'s topic `payments` at about
-/// `rate` a second, with a malformed record after every `malformed_every`, on a thread of its
-/// own (through [`payments_writer`]); join it for the outcome.
-pub fn write_payments(
-    broker: &TestBroker,
-    profile: &floe_jobs::payments::PaymentProfile,
-    count: u64,
-    rate: u64,
-    malformed_every: u64,
-) -> std::thread::JoinHandle<Result<(), String>> {
-    let load = floe_jobs::generator::PaymentLoad {
-        profile: profile.clone(),
-        topic: "payments".into(),
-        start: 0,
-        count,
-        rate,
-        malformed_every,
-    };
-    let config = payments_writer(broker);
-    std::thread::spawn(move || {
-        load.run(&config, &floe_jobs::generator::LoadProgress::default())
-            .map_err(|e| e.to_string())
-    })
 }
 
 /// The bounded last run of a crash test (`command`, logging to `dir/run-last.log`): it must
