@@ -153,6 +153,16 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
              {newest_before:?}"
         );
         figures.restores += usize::from(restored.is_some());
+        // A line per step, so a long campaign shows how far it got.
+        println!(
+            "[{:>6.1?}] attempt {now} running: restored {restored:?}, first checkpoint {first}{}",
+            started.elapsed(),
+            figures
+                .recovery
+                .last()
+                .map(|r| format!(", {r:?} after kill {k} ({})", victims[k - 1]))
+                .unwrap_or_default()
+        );
         attempt = Some(now);
         if k == kills {
             break;
@@ -208,7 +218,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
         }
     }
     figures.checkpoints = per_attempt.values().copied().collect();
-    println!("victims: {victims:?}");
+    println!("victims: {victims:?}; waiting for the writer and then every output");
 
     writer.join().unwrap().unwrap();
     cluster::advance_event_time(&broker, "payments", 4);

@@ -81,7 +81,20 @@ fn campaign(
         figures.kills += 1;
         figures.restores += usize::from(on_disk.is_some());
         figures.checkpoints.push(completed.len());
+        // A line per kill, so a long campaign shows how far it got.
+        println!(
+            "{what}: kill {} after {} checkpoints (restored {:?}){}",
+            k + 1,
+            completed.len(),
+            log.restored(),
+            figures
+                .recovery
+                .last()
+                .map(|r| format!(", recovered in {r:?}"))
+                .unwrap_or_default()
+        );
     }
+    println!("{what}: the bounded last run");
     input_done();
     kill_runs::run_last(command(true), dir, &chk, Duration::from_secs(900));
     figures.restores += 1;
