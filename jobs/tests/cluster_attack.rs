@@ -26,7 +26,6 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use floe_cluster::protocol::JobState;
-use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::payments::{Payment, PaymentProfile};
 use floe_testkit::cluster::{Cluster, TOKEN};
 use serde_json::Value;

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 
 use common::{assert_exactly_once, dead_letter_origin, malformed_payments};
 use floe_cluster::protocol::JobState;
-use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::payments::{Payment, PaymentProfile};
 use floe_testkit::cluster::{Cluster, TOKEN};
 

@@ -84,7 +84,7 @@ fn fraud_on_a_cluster_survives_a_seeded_campaign_of_task_manager_and_job_manager
     cluster.wait_task_managers(2);
 
     let profile = common::attack_profile(41);
-    let writer = kill_runs::write_payments(&broker, &profile, payments, rate, MALFORMED_EVERY);
+    let writer = common::write_payments(&broker, &profile, payments, rate, MALFORMED_EVERY);
     let out = Command::new(env!("CARGO_BIN_EXE_fraud"))
         .args(["submit", "--job-manager", &cluster.url, "--token", TOKEN])
         .args(["--parallelism", "2", "--checkpoint-interval-ms", "200"])

@@ -124,7 +124,7 @@ fn fraud_case(target: &str, at: u64) {
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let profile = common::attack_profile(31);
-    let writer = kill_runs::write_payments(&broker, &profile, PAYMENTS, 4_000, MALFORMED_EVERY);
+    let writer = common::write_payments(&broker, &profile, PAYMENTS, 4_000, MALFORMED_EVERY);
     let chk = dir.path().join("chk");
     kill_at_then_finish(
         dir.path(),

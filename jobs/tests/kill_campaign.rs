@@ -135,7 +135,7 @@ fn fraud_survives_a_seeded_sigkill_campaign() {
     let broker = broker();
     let dir = tempfile::tempdir().unwrap();
     let profile = common::attack_profile(77);
-    let writer = kill_runs::write_payments(&broker, &profile, payments, rate, MALFORMED_EVERY);
+    let writer = common::write_payments(&broker, &profile, payments, rate, MALFORMED_EVERY);
     let chk = dir.path().join("chk");
     let started = Instant::now();
     let figures = campaign(

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use floe_dsl::kafka::testing::{CommittedRecord, TestBroker};
 
-pub use crate::common::{alert_payments, counted_input, load_producer, payments_writer, write_payments};
+use crate::common::{alert_payments, counted_input, load_producer};
 pub use floe_testkit::crash::{checkpoint_ids, TestRng};
 
 /// Fails, naming inputs missing or doubled, unless the committed records of `topic` (what a
