@@ -15,8 +15,9 @@ use floe_operators::kafka::source::{
     assigned_subtask, Envelope, Json, KafkaSource, KafkaSourceBuilder, OffsetReset, StartPosition, TimestampsFrom,
     Utf8, WithMetadata,
 };
-use floe_operators::kafka::testing::{block_on, TestBroker};
+use floe_operators::kafka::testing::{block_on, mock_cluster, TestBroker};
 use floe_operators::kafka::DeadLetter;
+use floe_operators::kafka::KafkaConfig;
 use floe_runtime::{
     downcast_batch, CheckpointBarrier, OperatorContext, Record, SourceFunction, SourceStatus, SystemClock, TaskInfo,
 };
@@ -40,6 +41,8 @@ struct Sub<T: floe_runtime::Data> {
     out: Collected,
     records: Vec<Record<T>>,
     dead: Vec<Record<DeadLetter>>,
+    /// Records emitted at or behind a watermark emitted before them.
+    late: usize,
     finished: bool,
 }
 
@@ -60,6 +63,7 @@ impl<T: floe_runtime::Data> Sub<T> {
             out: Collected::default(),
             records: Vec::new(),
             dead: Vec::new(),
+            late: 0,
             finished: false,
         }
     }
@@ -69,9 +73,17 @@ impl<T: floe_runtime::Data> Sub<T> {
         if self.finished {
             return SourceStatus::Finished;
         }
+        // A poll emits its records before its watermark: a record is late if the watermark
+        // emitted before this poll already passed it.
+        let watermark = self.out.watermarks.last().copied();
         let status = self.source.poll_batch(&mut self.ctx, &mut self.out).expect("poll");
         for b in self.out.main.drain(..) {
-            self.records.extend(downcast_batch::<T>(b).expect("records of T"));
+            let batch = downcast_batch::<T>(b).expect("records of T");
+            self.late += batch
+                .iter()
+                .filter(|r| watermark.is_some_and(|w| r.timestamp <= w))
+                .count();
+            self.records.extend(batch);
         }
         for (_, b) in self.out.side.drain(..) {
             self.dead.extend(downcast_batch::<DeadLetter>(b).expect("dead letters"));
@@ -702,6 +714,52 @@ fn watermark_is_the_minimum_over_partitions_that_are_not_idle() {
     let mut n = vec![Sub::open(none, other, 2, None)];
     poll_until(&mut n, "the idle subtask", |s| s[0].out.idle == 1);
     assert!(n[0].source.positions().is_empty());
+}
+
+#[test]
+fn a_partition_whose_records_wait_at_a_slow_broker_is_not_idle() {
+    // Partition 0 (broker 1, fast) keeps getting records far ahead in event time; partition 1
+    // (broker 2, every answer 1 s late) holds five old ones, fetched one per round trip.
+    // Idle after 300 ms without records, partition 1 would let partition 0 carry the
+    // watermark past its records while they wait at the broker: they would arrive late.
+    let mock = mock_cluster(2).unwrap();
+    mock.create_topic("slow", 2, 1).unwrap();
+    mock.partition_leader("slow", 0, Some(1)).unwrap();
+    mock.partition_leader("slow", 1, Some(2)).unwrap();
+    let config = KafkaConfig::new(mock.bootstrap_servers());
+    let p: BaseProducer = config
+        .client_config(&[("linger.ms", "0"), ("batch.num.messages", "1")])
+        .create()
+        .unwrap();
+    for ts in 1..=5 {
+        send(&p, "slow", 1, Some(b"old"), Some(ts));
+    }
+    flush(&p);
+    mock.broker_round_trip_time(2, Duration::from_secs(1)).unwrap();
+    let source = KafkaSource::builder(config.set("max.partition.fetch.bytes", "1"))
+        .topics(["slow"])
+        .deserializer(Utf8)
+        .idle_timeout(Duration::from_millis(300))
+        .build()
+        .unwrap();
+    let mut s = vec![Sub::open(source, 0, 1, None)];
+    let mut ahead = 100_000;
+    let mut next_send = Instant::now();
+    poll_until(&mut s, "the five old records", |s| {
+        // Partition 0 stays busy: a record every 50 ms, each further ahead.
+        if Instant::now() >= next_send {
+            ahead += 1;
+            send(&p, "slow", 0, Some(b"ahead"), Some(ahead));
+            p.poll(Duration::ZERO);
+            next_send = Instant::now() + Duration::from_millis(50);
+        }
+        s[0].records.iter().filter(|r| r.timestamp <= 5).count() == 5
+    });
+    assert!(
+        s[0].records.iter().any(|r| r.timestamp > 100_000),
+        "partition 0 was read meanwhile"
+    );
+    assert_eq!(s[0].late, 0, "records behind the watermark: {:?}", s[0].out.watermarks);
 }
 
 #[test]

@@ -130,8 +130,9 @@ impl<T: Data> KafkaSourceBuilder<T> {
     }
 
     /// A partition without records for this long (processing time) stops holding back the
-    /// watermark until it has records again; when all are idle, so is the subtask (default:
-    /// never idle).
+    /// watermark until it has records again, provided it has nothing left to read (no lag in
+    /// the consumer's last statistics; records waiting at a slow broker keep it active); when
+    /// all are idle, so is the subtask (default: never idle).
     pub fn idle_timeout(mut self, timeout: Duration) -> Self {
         self.idle_timeout = Some(timeout);
         self

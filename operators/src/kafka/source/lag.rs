@@ -21,23 +21,42 @@ use rdkafka::statistics::Statistics;
 /// The metric's name.
 pub const CONSUMER_LAG_METRIC: &str = "floe_kafka_consumer_lag";
 
-/// One source subtask's lag gauges, by (topic, partition).
+/// One source subtask's lag gauges (and the last lag reported), by (topic, partition).
 #[derive(Debug)]
 pub(crate) struct ConsumerLag {
     job: String,
     operator: String,
-    gauges: Mutex<HashMap<(String, i32), Gauge>>,
+    gauges: Mutex<HashMap<(String, i32), (Gauge, i64)>>,
+    /// Whether librdkafka reports statistics (the user may turn them off).
+    reporting: bool,
 }
 
 impl ConsumerLag {
-    /// Lag gauges for the source subtask `info`.
-    pub(crate) fn new(info: &TaskInfo) -> Self {
+    /// Lag gauges for the source subtask `info`, from a consumer that reports statistics if
+    /// `reporting`.
+    pub(crate) fn new(info: &TaskInfo, reporting: bool) -> Self {
         claim_job_attempt(&info.job_name, info.attempt);
         ConsumerLag {
             job: info.job_name.clone(),
             operator: info.operator_name.clone(),
             gauges: Mutex::default(),
+            reporting,
         }
+    }
+
+    /// Whether the last report said `topic`/`partition` has nothing left to read (no lag).
+    /// Before a report with a fetch response for it, it is not known to: `false`. Without
+    /// statistics nothing is known either way: `true`, so that callers fall back to what
+    /// they did without this.
+    pub(crate) fn caught_up(&self, topic: &str, partition: i32) -> bool {
+        if !self.reporting {
+            return true;
+        }
+        let gauges = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
+        // Borrowed lookups of a (String, i32) key need the String; partitions are few.
+        gauges
+            .iter()
+            .any(|((t, p), (_, lag))| *p == partition && t == topic && *lag == 0)
     }
 
     /// Updates the gauges from one statistics report.
@@ -50,9 +69,9 @@ impl ConsumerLag {
                 let Some(lag) = partition_lag(partition, p.desired, p.hi_offset, p.app_offset, fetched) else {
                     continue;
                 };
-                let gauge = gauges.entry((topic.clone(), partition)).or_insert_with(|| {
+                let (gauge, last) = gauges.entry((topic.clone(), partition)).or_insert_with(|| {
                     let partition = partition.to_string();
-                    Registry::global().gauge(
+                    let gauge = Registry::global().gauge(
                         CONSUMER_LAG_METRIC,
                         "Records of a Kafka partition not yet read by the source: high watermark minus next offset",
                         &[
@@ -61,9 +80,11 @@ impl ConsumerLag {
                             ("topic", topic),
                             ("partition", &partition),
                         ],
-                    )
+                    );
+                    (gauge, lag)
                 });
                 gauge.set(lag);
+                *last = lag;
             }
         }
     }
@@ -108,7 +129,7 @@ mod tests {
     #[test]
     fn statistics_json_updates_one_gauge_per_assigned_partition() {
         let info = TaskInfo::new("lag-unit", "kafka-source", 0, 1, 128);
-        let lag = ConsumerLag::new(&info);
+        let lag = ConsumerLag::new(&info, true);
         let json = r#"{"name":"c","client_id":"c","type":"consumer","ts":1,"time":1,"age":1,"replyq":0,
             "msg_cnt":0,"msg_size":0,"msg_max":0,"msg_size_max":0,"tx":0,"tx_bytes":0,"rx":0,"rx_bytes":0,
             "txmsgs":0,"txmsg_bytes":0,"rxmsgs":0,"rxmsg_bytes":0,"simple_cnt":0,"metadata_cache_cnt":0,

@@ -224,7 +224,12 @@ impl<T: Data> SourceFunction for KafkaSource<T> {
         );
         let _e = span.enter();
         let client_id = format!("floe-{}-{}-{}", info.job_name, info.operator_name, info.subtask_index);
-        let lag = lag::ConsumerLag::new(info);
+        let reporting = s
+            .config
+            .properties
+            .get("statistics.interval.ms")
+            .is_none_or(|ms| ms.trim() != "0");
+        let lag = lag::ConsumerLag::new(info, reporting);
         let consumer = client::create_consumer(&s.config, s.group_id.as_deref(), &client_id, s.bounded, lag)?;
         let now = ctx.processing_time();
         let watermarks = PartitionWatermarks::new(s.bound_ms, s.idle_ms);
@@ -445,6 +450,7 @@ impl<T: Data> KafkaSource<T> {
             out.emit(Box::new(records))?;
         }
         if run.discovered || !run.parts.is_empty() {
+            hold_back_idleness(run, now);
             match run.watermarks.update(now) {
                 Some(WatermarkEmit::Advance(wm)) => out.emit_watermark(wm)?,
                 Some(WatermarkEmit::Idle) => out.emit_idle()?,
@@ -460,6 +466,25 @@ impl<T: Data> KafkaSource<T> {
             // It waited in `poll` already.
             SourceStatus::Idle(Duration::ZERO)
         })
+    }
+}
+
+/// A partition whose records wait at the broker is not idle, however long the broker takes
+/// to deliver them: idleness is for partitions with nothing to read (Flink's rule, made
+/// safe). Without this check a slow broker or a long fetch makes a partition look idle, the
+/// watermark passes its waiting records, and they arrive late. Only partitions due to go idle
+/// are checked, against the consumer's last statistics (lag from its fetch responses, once a
+/// second; no request): one with lag, or with no fetch response reported yet, is not known to
+/// be empty and holds the watermark. Idleness starts at most a report later than before.
+fn hold_back_idleness(run: &mut Running, now: floe_runtime::Timestamp) {
+    for i in 0..run.parts.len() {
+        if !run.watermarks.idle_due(i, now) {
+            continue;
+        }
+        let p = &run.parts[i];
+        if p.assigned && !p.done && !run.consumer.context().lag.caught_up(&p.topic, p.partition) {
+            run.watermarks.on_activity(i, now);
+        }
     }
 }
 

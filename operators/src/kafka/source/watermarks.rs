@@ -70,6 +70,15 @@ impl PartitionWatermarks {
         }
     }
 
+    /// Whether partition `p` has been without records for the idle timeout at `now` (and
+    /// would stop holding the watermark back unless it shows activity first).
+    pub(crate) fn idle_due(&self, p: usize, now: Timestamp) -> bool {
+        match (self.idle_ms, self.parts.get(p)) {
+            (Some(i), Some(m)) => !m.finished && now.saturating_sub(m.last_active) >= i,
+            _ => false,
+        }
+    }
+
     /// Partition `p` has no more records (bounded reading): it no longer holds the watermark.
     pub(crate) fn finish(&mut self, p: usize) {
         if let Some(m) = self.parts.get_mut(p) {
