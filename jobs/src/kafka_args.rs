@@ -36,6 +36,9 @@ pub enum Guarantee {
 /// assert!(Job::parse_from(["job", "-X", "no-equals-sign"]).kafka.config().is_err());
 /// ```
 #[derive(Args, Clone, Debug)]
+// Without this, clap shows the doc comment above (doc-test included) as the long help of
+// every job that flattens these arguments.
+#[command(about = None, long_about = None)]
 pub struct KafkaArgs {
     /// Kafka bootstrap servers
     #[arg(long, env = "FLOE_BROKERS", default_value = "127.0.0.1:9092")]
