@@ -312,7 +312,9 @@ struct Attacker {
 
 impl Attacker {
     fn start(args: &[&str], attempt: u64) -> Attacker {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/attack-cluster.py");
+        // Where cargo runs the test (a shared build cache can hold a binary of another checkout).
+        let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_else(|_| env!("CARGO_MANIFEST_DIR").to_string());
+        let script = Path::new(&dir).join("../scripts/attack-cluster.py");
         let mut child = Command::new("python3")
             .arg(script)
             .args(args)
