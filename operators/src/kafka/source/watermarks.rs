@@ -166,6 +166,25 @@ mod tests {
     }
 
     #[test]
+    fn idle_due_after_the_timeout_and_activity_holds_it_off() {
+        let mut w = PartitionWatermarks::new(0, Some(100));
+        let (a, b) = (w.add_partition(0), w.add_partition(0));
+        w.on_record(a, 1_000, 0);
+        w.on_record(b, 500, 0);
+        assert!(!w.idle_due(a, 99) && w.idle_due(a, 100));
+        // Records waiting at the broker count as activity: b keeps holding the watermark.
+        w.on_activity(b, 100);
+        assert!(!w.idle_due(b, 100));
+        assert_eq!(w.update(100), Some(WatermarkEmit::Advance(499)), "b's, not a's");
+        w.finish(a);
+        assert!(!w.idle_due(a, 1_000), "a finished partition is not idle, it is done");
+        assert!(
+            !PartitionWatermarks::new(0, None).idle_due(0, 1_000),
+            "no timeout, no idleness"
+        );
+    }
+
+    #[test]
     fn without_partitions_the_subtask_is_idle() {
         let mut w = PartitionWatermarks::new(0, None);
         assert_eq!(w.update(0), Some(WatermarkEmit::Idle));
