@@ -22,15 +22,7 @@ fn kill_restart_and_compare(kills: usize, extra: &[&str]) {
     let mut rng = TestRng::from_env_or_time();
     let mut progress = Vec::new();
     for kill in 1..=kills {
-        let moment = if kill % 2 == 1 {
-            KillMoment::AfterCheckpoint {
-                dir: &chk,
-                newer_than: newest_checkpoint(&chk),
-                after: rng.millis(0, 300),
-            }
-        } else {
-            KillMoment::AfterStart(rng.millis(200, 700))
-        };
+        let moment = KillMoment::alternating(kill, &chk, &mut rng, 0..=300, 200..=700);
         let child = job(&out, &chk, "50000").args(extra).spawn().unwrap();
         assert!(kill_at(child, moment), "the job ended before kill {kill}");
         progress.push(newest_checkpoint(&chk));

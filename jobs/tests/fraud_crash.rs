@@ -14,7 +14,7 @@ use common::{alert_payments, assert_exactly_once, dead_letter_origin, malformed_
 use floe_dsl::kafka::testing::TestBroker;
 use floe_jobs::fraud;
 use floe_jobs::payments::{Payment, PaymentProfile};
-use floe_testkit::crash::{kill_at, newest_checkpoint, KillMoment, TestRng};
+use floe_testkit::crash::{kill_at, KillMoment, TestRng};
 
 const PAYMENTS: u64 = 30_000;
 
@@ -51,15 +51,7 @@ fn sigkilled_fraud_job_commits_each_alert_exactly_once() {
     // 2 and 4 at a random moment after its start (start-up and restore included).
     let mut rng = TestRng::from_env_or_time();
     for kill in 1..=5 {
-        let moment = if kill % 2 == 1 {
-            KillMoment::AfterCheckpoint {
-                dir: &chk,
-                newer_than: newest_checkpoint(&chk),
-                after: rng.millis(0, 600),
-            }
-        } else {
-            KillMoment::AfterStart(rng.millis(400, 1_200))
-        };
+        let moment = KillMoment::alternating(kill, &chk, &mut rng, 0..=600, 400..=1_200);
         let child = job(&broker, &chk, false).spawn().unwrap();
         assert!(kill_at(child, moment), "the unbounded job ended on its own");
     }

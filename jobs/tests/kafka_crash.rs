@@ -18,7 +18,7 @@ mod common;
 
 use common::{assert_exactly_once, counted_input, dead_letter_origin, send, Deliveries};
 use floe_dsl::kafka::testing::TestBroker;
-use floe_testkit::crash::{kill_at, newest_checkpoint, KillMoment, TestRng};
+use floe_testkit::crash::{kill_at, KillMoment, TestRng};
 use rdkafka::config::FromClientConfigAndContext;
 use rdkafka::producer::{BaseProducer, Producer};
 
@@ -103,15 +103,7 @@ fn sigkill_kafka_to_kafka_counts_each_input_exactly_once() {
     // ones at a random moment after its start (start-up and restore included).
     let mut rng = TestRng::from_env_or_time();
     for kill in 1..=10 {
-        let moment = if kill % 2 == 1 {
-            KillMoment::AfterCheckpoint {
-                dir: &chk,
-                newer_than: newest_checkpoint(&chk),
-                after: rng.millis(0, 400),
-            }
-        } else {
-            KillMoment::AfterStart(rng.millis(300, 900))
-        };
+        let moment = KillMoment::alternating(kill, &chk, &mut rng, 0..=400, 300..=900);
         let child = job(&broker, &chk, false).spawn().unwrap();
         assert!(kill_at(child, moment), "the unbounded job ended on its own");
     }

@@ -61,6 +61,30 @@ pub enum KillMoment<'a> {
     },
 }
 
+impl<'a> KillMoment<'a> {
+    /// The moment of kill number `kill` (from 1) of a crash test whose job checkpoints into
+    /// `dir`: odd kills a random `after_checkpoint` (ms) after the run completed a checkpoint
+    /// of its own, even ones a random `after_start` (ms) after its start (start-up and
+    /// restore included).
+    pub fn alternating(
+        kill: usize,
+        dir: &'a Path,
+        rng: &mut TestRng,
+        after_checkpoint: std::ops::RangeInclusive<u64>,
+        after_start: std::ops::RangeInclusive<u64>,
+    ) -> Self {
+        if kill % 2 == 1 {
+            KillMoment::AfterCheckpoint {
+                dir,
+                newer_than: newest_checkpoint(dir),
+                after: rng.millis(*after_checkpoint.start(), *after_checkpoint.end()),
+            }
+        } else {
+            KillMoment::AfterStart(rng.millis(*after_start.start(), *after_start.end()))
+        }
+    }
+}
+
 /// Kills `child` with SIGKILL at `moment` and reaps it; `false` if it ended on its own
 /// first. Panics if a checkpoint awaited does not come within [`DEADLINE`].
 pub fn kill_at(mut child: Child, moment: KillMoment<'_>) -> bool {
