@@ -21,12 +21,15 @@ use rdkafka::statistics::Statistics;
 /// The metric's name.
 pub const CONSUMER_LAG_METRIC: &str = "floe_kafka_consumer_lag";
 
-/// One source subtask's lag gauges (and the last lag reported), by (topic, partition).
+/// A topic's lag gauges and last lags, by partition.
+type PartitionLags = HashMap<i32, (Gauge, i64)>;
+
+/// One source subtask's lag gauges (and the last lag reported), by topic and partition.
 #[derive(Debug)]
 pub(crate) struct ConsumerLag {
     job: String,
     operator: String,
-    gauges: Mutex<HashMap<(String, i32), (Gauge, i64)>>,
+    gauges: Mutex<HashMap<String, PartitionLags>>,
     /// Whether librdkafka reports statistics (the user may turn them off).
     reporting: bool,
 }
@@ -53,10 +56,10 @@ impl ConsumerLag {
             return true;
         }
         let gauges = self.gauges.lock().unwrap_or_else(PoisonError::into_inner);
-        // Borrowed lookups of a (String, i32) key need the String; partitions are few.
         gauges
-            .iter()
-            .any(|((t, p), (_, lag))| *p == partition && t == topic && *lag == 0)
+            .get(topic)
+            .and_then(|t| t.get(&partition))
+            .is_some_and(|(_, lag)| *lag == 0)
     }
 
     /// Updates the gauges from one statistics report.
@@ -69,20 +72,24 @@ impl ConsumerLag {
                 let Some(lag) = partition_lag(partition, p.desired, p.hi_offset, p.app_offset, fetched) else {
                     continue;
                 };
-                let (gauge, last) = gauges.entry((topic.clone(), partition)).or_insert_with(|| {
-                    let partition = partition.to_string();
-                    let gauge = Registry::global().gauge(
-                        CONSUMER_LAG_METRIC,
-                        "Records of a Kafka partition not yet read by the source: high watermark minus next offset",
-                        &[
-                            ("job", &self.job),
-                            ("operator", &self.operator),
-                            ("topic", topic),
-                            ("partition", &partition),
-                        ],
-                    );
-                    (gauge, lag)
-                });
+                let (gauge, last) = gauges
+                    .entry(topic.clone())
+                    .or_default()
+                    .entry(partition)
+                    .or_insert_with(|| {
+                        let partition = partition.to_string();
+                        let gauge = Registry::global().gauge(
+                            CONSUMER_LAG_METRIC,
+                            "Records of a Kafka partition not yet read by the source: high watermark minus next offset",
+                            &[
+                                ("job", &self.job),
+                                ("operator", &self.operator),
+                                ("topic", topic),
+                                ("partition", &partition),
+                            ],
+                        );
+                        (gauge, lag)
+                    });
                 gauge.set(lag);
                 *last = lag;
             }
@@ -158,6 +165,6 @@ mod tests {
             ("partition", "0"),
         ];
         assert_eq!(Registry::global().value(CONSUMER_LAG_METRIC, &labels), Some(30.0));
-        assert_eq!(lag.gauges.lock().unwrap().len(), 1);
+        assert_eq!(lag.gauges.lock().unwrap().values().map(HashMap::len).sum::<usize>(), 1);
     }
 }
